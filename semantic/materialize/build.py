@@ -1,0 +1,128 @@
+"""Materialize streams and datasets atomically: stage every table, then swap them all in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from semantic.activity.dataset import compile_dataset
+from semantic.activity.stream import activity_select, ident, stream_view, table_name
+from semantic.project.load import Model
+from semantic.project.model import Activity, Stream
+
+STAGE = "__stage_"
+BUILDS = "_phloem_builds"  # what each table was built from, so stale tables are rebuilt and fresh ones kept
+
+
+@dataclass
+class Target:
+    """One table to build: its final name, the query, and a fingerprint of what it depends on."""
+
+    name: str
+    kind: str  # activity | dataset
+    query: exp.Expression
+    fingerprint: str
+
+
+@dataclass
+class BuildReport:
+    built: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+class Builder:
+    def __init__(self, model: Model, engine):
+        self.model, self.engine = model, engine
+        self.schema = model.settings.materialization.schema_
+
+    def table(self, name: str, staged: bool = False) -> exp.Table:
+        return exp.Table(this=ident(STAGE + name if staged else name), db=ident(self.schema))
+
+    def targets(self, staged: set[str] = frozenset()) -> list[Target]:
+        """Every table of the project in build order; datasets read the staged copy of activities in `staged`."""
+        out: list[Target] = []
+        fingerprints: dict[str, str] = {}
+        for stream in self.model.streams.values():
+            for a in stream.activities:
+                query = activity_select(stream, a)
+                fp = _digest(query.sql("duckdb"))
+                fingerprints[stream.name] = _digest(fingerprints.get(stream.name, ""), fp)
+                out.append(Target(table_name(stream, a), "activity", query, fp))
+        for d in self.model.datasets.values():
+            stream = self.model.streams[d.stream]
+            live = compile_dataset(stream, d, self.table_of(), self.model.dataset_columns)
+            query = compile_dataset(stream, d, self.table_of(staged), self.model.dataset_columns) if staged else live
+            out.append(Target(d.name, "dataset", query, _digest(live.sql("duckdb"), fingerprints[d.stream])))
+        return out
+
+    def table_of(self, staged: set[str] = frozenset()) -> Callable[[Stream, Activity], exp.Table]:
+        def resolve(stream: Stream, activity: Activity) -> exp.Table:
+            name = table_name(stream, activity)
+            return self.table(name, staged=name in staged)
+
+        return resolve
+
+    def built_fingerprints(self) -> dict[str, str]:
+        if not self.engine.table_exists(self.schema, BUILDS):
+            return {}
+        return dict(self.engine.rows(f'select name, fingerprint from "{self.schema}"."{BUILDS}"'))
+
+    def stale(self) -> list[str]:
+        """Names of tables that are missing or were built from another definition."""
+        built = self.built_fingerprints()
+        existing = set(self.engine.tables(self.schema))
+        return [t.name for t in self.targets() if built.get(t.name) != t.fingerprint or t.name not in existing]
+
+    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+        """Stage what is stale, then publish all of it at once; on any failure nothing visible changes."""
+        report = BuildReport()
+        self.engine.execute(f'create schema if not exists "{self.schema}"')
+        self.drop_stages()
+        names = {t.name for t in self.targets()} if force else set(self.stale())
+        todo = [t for t in self.targets(staged=names) if t.name in names]
+        report.fresh = [t.name for t in self.targets() if t.name not in names]
+        try:
+            for i, t in enumerate(todo):
+                if progress:
+                    progress(t.name, i, len(todo))
+                start = time.perf_counter()
+                self.engine.create_table_as(self.table(t.name, staged=True), t.query)
+                report.seconds[t.name] = time.perf_counter() - start
+            if todo:
+                self.publish(todo)
+        finally:
+            self.drop_stages()
+        report.built = [t.name for t in todo]
+        if progress:
+            progress("done", len(todo), len(todo))
+        return report
+
+    def publish(self, targets: list[Target]) -> None:
+        s = self.schema
+        with self.engine.transaction() as tx:
+            tx.execute(f'create table if not exists "{s}"."{BUILDS}" (name text primary key, fingerprint text, '
+                       'built_at timestamp)')
+            for stream in self.model.streams.values():
+                tx.execute(f'drop view if exists "{s}"."{stream.name}"')
+            for t in targets:
+                tx.execute(f'drop table if exists "{s}"."{t.name}"')
+                tx.execute(f'alter table "{s}"."{STAGE}{t.name}" rename to "{t.name}"')
+                tx.execute(f'delete from "{s}"."{BUILDS}" where name = ?', [t.name])
+                tx.execute(f'insert into "{s}"."{BUILDS}" values (?, ?, now())', [t.name, t.fingerprint])
+            for stream in self.model.streams.values():
+                view = exp.Create(this=self.table(stream.name), kind="VIEW", replace=True,
+                                  expression=stream_view(stream, self.table_of()))
+                tx.execute(view)
+
+    def drop_stages(self) -> None:
+        for name in self.engine.tables(self.schema, STAGE):
+            self.engine.execute(f'drop table if exists "{self.schema}"."{name}"')

@@ -1,0 +1,295 @@
+"""Cross-reference checks over a loaded model: every name points at something real, nothing loops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import sqlglot
+from sqlglot import exp
+
+from semantic.errors import Problem, did_you_mean
+from semantic.project.model import Append, Column, Dataset, Metric, Stream, View
+
+QUALIFIERS = ("primary", "joined", "feature_json")
+
+
+def check_model(model) -> list[Problem]:
+    c = _Checker(model)
+    for stream in model.streams.values():
+        c.stream(stream)
+    for dataset in model.datasets.values():
+        c.dataset(dataset)
+    for name, (stream, append) in model.dataset_columns.items():
+        c.dataset_column(name, stream, append)
+    for view in model.views.values():
+        c.view(view)
+    for metric in model.metrics.values():
+        c.metric(metric)
+    c.metric_cycles()
+    return c.problems
+
+
+def sql_columns(sql: str) -> Iterator[exp.Column]:
+    yield from sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)
+
+
+class _Checker:
+    def __init__(self, model):
+        self.model = model
+        self.problems: list[Problem] = []
+
+    def add(self, kind: str, name: str, path: tuple, message: str, key: str, suggestion: str = "") -> None:
+        origin = self.model.origins.get((kind, name))
+        file, line = (origin.file, origin.line(*path)) if origin else ("<model>", None)
+        self.problems.append(Problem(message, file, line, key, suggestion))
+
+    def unknown(self, kind, name, path, what, value, choices: Iterable[str], key) -> None:
+        choices = list(choices)
+        hint = did_you_mean(value, choices) or (f"known: {', '.join(sorted(choices))}" if choices else "")
+        self.add(kind, name, path, f"unknown {what} `{value}`", key, hint)
+
+    # ------------------------------------------------------------ streams
+
+    def stream(self, s: Stream) -> None:
+        seen: set[str] = set()
+        for i, a in enumerate(s.activities):
+            key = f"{s.name}.activities.{a.name}"
+            if a.name in seen:
+                self.add("streams", s.name, ("activities", i, "name"), f"duplicate activity `{a.name}`", key,
+                         "activity names are unique within a stream")
+            seen.add(a.name)
+            try:
+                select = sqlglot.parse_one(a.sql, read="duckdb")
+            except sqlglot.errors.ParseError as e:
+                first = e.errors[0]["description"] if e.errors else str(e)
+                self.add("streams", s.name, ("activities", i, "sql"), f"activity SQL does not parse: {first}",
+                         f"{key}.sql", "the SQL must be one SELECT statement")
+                continue
+            outputs = getattr(select, "named_selects", None)
+            if not isinstance(select, exp.Query) or not outputs or "*" in outputs or any(
+                isinstance(e, exp.Star) for e in select.selects
+            ):
+                continue  # `select *`: checked against the warehouse at build time
+            needed = [("entity", s.entity), ("ts", "ts")]
+            needed += [("id", a.id)] if a.id else []
+            needed += [("revenue_impact", a.revenue_impact)] if a.revenue_impact else []
+            needed += [("link", a.link)] if a.link else []
+            needed += [(f"features.{f.name}", f.name) for f in a.features]
+            for what, col in needed:
+                if col not in outputs:
+                    self.add("streams", s.name, ("activities", i, what.split(".")[0]),
+                             f"`{col}` is not produced by activity `{a.name}`'s SQL (it selects {', '.join(outputs)})",
+                             f"{key}.{what}", did_you_mean(col, outputs) or f"add `... as {col}` to its SELECT")
+
+    # ------------------------------------------------------------ datasets
+
+    def dataset(self, d: Dataset) -> None:
+        stream = self.model.streams.get(d.stream)
+        if stream is None:
+            self.unknown("datasets", d.name, ("stream",), "stream", d.stream, self.model.streams, f"{d.name}.stream")
+            return
+        names = [a.name for a in stream.activities]
+        primary = stream.activity(d.primary.activity)
+        if primary is None:
+            self.unknown("datasets", d.name, ("primary", "activity"), f"activity of stream `{stream.name}`",
+                         d.primary.activity, names, f"{d.name}.primary.activity")
+            return
+        pcols = stream.columns_of(primary)
+        for j, f in enumerate(d.primary.filter):
+            self.expr(d.name, ("primary", "filter", j), f, {"": pcols, "feature_json": pcols}, f"{d.name}.primary.filter")
+        for j, col in enumerate(d.columns):
+            self.column(d.name, ("columns", j), col, pcols, f"{d.name}.columns.{col.name}", primary.name)
+        for i, ap in enumerate(d.append):
+            self.append(d, stream, ("append", i), ap, pcols)
+        for i, inc in enumerate(d.include):
+            if inc not in self.model.dataset_columns:
+                self.unknown("datasets", d.name, ("include", i), "dataset column", inc, self.model.dataset_columns,
+                             f"{d.name}.include")
+            elif self.model.dataset_columns[inc][0] != d.stream:
+                self.add("datasets", d.name, ("include", i), f"dataset column `{inc}` is on another stream",
+                         f"{d.name}.include", f"use a column of stream `{d.stream}`")
+        outputs = d.output_columns() + list(d.include)
+        dupes = sorted({n for n in outputs if outputs.count(n) > 1})
+        if dupes:
+            self.add("datasets", d.name, ("columns",), f"column name{'s' if len(dupes) > 1 else ''} "
+                     f"{', '.join(f'`{n}`' for n in dupes)} appear more than once", f"{d.name}.columns",
+                     "give each output column a unique `name:`")
+
+    def dataset_column(self, name: str, stream_name: str, ap: Append) -> None:
+        stream = self.model.streams.get(stream_name)
+        if stream is None:
+            self.unknown("dataset_columns", name, ("stream",), "stream", stream_name, self.model.streams, name)
+            return
+        if stream.activity(ap.activity) is None:
+            self.unknown("dataset_columns", name, ("append", 0, "activity"), f"activity of stream `{stream.name}`",
+                         ap.activity, [a.name for a in stream.activities], name)
+
+    def append(self, d: Dataset, stream: Stream, path: tuple, ap: Append, pcols: list[str]) -> None:
+        key = f"{d.name}.append.{ap.activity}"
+        joined = stream.activity(ap.activity)
+        if joined is None:
+            self.unknown("datasets", d.name, (*path, "activity"), f"activity of stream `{stream.name}`", ap.activity,
+                         [a.name for a in stream.activities], key)
+            return
+        jcols = stream.columns_of(joined)
+        for k in ap.join_keys:
+            for side, col, cols in (("primary", k.primary, pcols), ("joined", k.joined, jcols)):
+                if col not in cols:
+                    act = d.primary.activity if side == "primary" else ap.activity
+                    self.unknown("datasets", d.name, (*path, "join_keys"), f"join key of activity `{act}`", col, cols,
+                                 f"{key}.join_keys")
+        for j, f in enumerate(ap.filter):
+            self.expr(d.name, (*path, "filter", j), f, {"": jcols, "feature_json": jcols}, f"{key}.filter")
+        for j, f in enumerate(ap.join):
+            self.expr(d.name, (*path, "join", j), f, {"primary": pcols, "joined": jcols}, f"{key}.join")
+        for j, col in enumerate(ap.columns):
+            self.column(d.name, (*path, "columns", j), col, jcols, f"{key}.columns.{col.name}", ap.activity)
+
+    def column(self, dataset: str, path: tuple, col: Column, cols: list[str], key: str, activity: str) -> None:
+        if col.expr is None:
+            if col.agg == "count":
+                return
+            if col.name not in cols:
+                self.add("datasets", dataset, path, f"`{col.name}` is not a column of activity `{activity}`", key,
+                         did_you_mean(col.name, cols) or "name a feature, or give `expr:` to compute it")
+            return
+        self.expr(dataset, (*path, "expr"), col.expr, {"": cols, "feature_json": cols, "joined": cols}, key)
+
+    def expr(self, kind_name: str, path: tuple, sql: str, scopes: dict[str, list[str]], key: str,
+             kind: str = "datasets") -> None:
+        try:
+            columns = list(sql_columns(sql))
+        except sqlglot.errors.ParseError as e:
+            first = e.errors[0]["description"] if e.errors else str(e)
+            self.add(kind, kind_name, path, f"SQL `{sql}` does not parse: {first}", key, "check quotes and brackets")
+            return
+        for c in columns:
+            scope = c.table
+            if scope not in scopes:
+                self.add(kind, kind_name, path, f"`{c.sql()}` uses unknown qualifier `{scope}`", key,
+                         did_you_mean(scope, [s for s in scopes if s]) or
+                         f"qualify with one of {', '.join(s for s in scopes if s) or 'nothing'}")
+            elif c.name not in scopes[scope]:
+                self.add(kind, kind_name, path, f"unknown column `{c.name}` in `{sql}`", key,
+                         did_you_mean(c.name, scopes[scope]) or f"known: {', '.join(scopes[scope])}")
+
+    # ------------------------------------------------------------ views
+
+    def view(self, v: View) -> None:
+        cols: list[str] | None = None
+        if v.dataset is not None:
+            d = self.model.datasets.get(v.dataset)
+            if d is None:
+                self.unknown("views", v.name, ("dataset",), "dataset", v.dataset, self.model.datasets, f"{v.name}.dataset")
+                return
+            stream = self.model.streams[d.stream]
+            primary = stream.activity(d.primary.activity)
+            cols = d.output_columns() + list(d.include) + [c for c in stream.columns_of(primary) if c in
+                                                           ("activity_occurrence", "activity_repeated_at")]
+        names = [x.name for x in (*v.dimensions, *v.measures, *v.entities)]
+        for n in sorted({n for n in names if names.count(n) > 1}):
+            self.add("views", v.name, ("dimensions",), f"`{n}` is declared twice in view `{v.name}`", f"{v.name}.{n}",
+                     "dimension, measure and entity names are unique within a view")
+        if cols is None:
+            return  # table or SQL: columns are known only to the warehouse
+        scopes = {"": cols}
+        for attr in ("primary_key", "time"):
+            value = getattr(v, attr)
+            if value and value not in cols:
+                self.unknown("views", v.name, (attr,), f"column of dataset `{v.dataset}`", value, cols, f"{v.name}.{attr}")
+        for i, e in enumerate(v.entities):
+            if e.expr not in cols:
+                self.unknown("views", v.name, ("entities", i), f"column of dataset `{v.dataset}`", e.expr, cols,
+                             f"{v.name}.entities.{e.name}")
+        for i, dim in enumerate(v.dimensions):
+            self.expr(v.name, ("dimensions", i), dim.expr or dim.name, scopes, f"{v.name}.dimensions.{dim.name}", "views")
+        dims = cols + [d.name for d in v.dimensions]
+        for i, m in enumerate(v.measures):
+            if m.expr or m.agg != "count":
+                self.expr(v.name, ("measures", i), m.expr or m.name, scopes, f"{v.name}.measures.{m.name}", "views")
+            if m.filter:
+                self.expr(v.name, ("measures", i, "filter"), m.filter, {"": dims}, f"{v.name}.measures.{m.name}.filter",
+                          "views")
+
+    # ------------------------------------------------------------ metrics
+
+    def measure_ref(self, ref: str) -> bool:
+        view, _, measure = ref.rpartition(".")
+        views = [self.model.views[view]] if view in self.model.views else ([] if view else self.model.views.values())
+        return sum(1 for v in views for m in v.measures if m.name == measure) == 1
+
+    def metric(self, m: Metric) -> None:
+        metrics = self.model.metrics
+        if m.measure and not self.measure_ref(m.measure):
+            all_measures = [f"{v.name}.{x.name}" for v in self.model.views.values() for x in v.measures]
+            self.unknown("metrics", m.name, ("measure",), "measure", m.measure, all_measures, f"{m.name}.measure")
+        if m.expr:
+            try:
+                refs = {c.name for c in sql_columns(m.expr)}
+            except sqlglot.errors.ParseError:
+                self.add("metrics", m.name, ("expr",), f"formula `{m.expr}` does not parse", f"{m.name}.expr",
+                         "use metric names with + - * / and parentheses")
+                refs = set()
+            for ref in sorted(refs - set(m.inputs)):
+                if ref not in metrics:
+                    self.unknown("metrics", m.name, ("expr",), "metric", ref, metrics, f"{m.name}.expr")
+            for alias, inp in m.inputs.items():
+                if inp.metric not in metrics:
+                    self.unknown("metrics", m.name, ("inputs", alias), "metric", inp.metric, metrics,
+                                 f"{m.name}.inputs.{alias}")
+        targets = []
+        if m.ratio:
+            targets = [("ratio", "numerator", m.ratio.numerator), ("ratio", "denominator", m.ratio.denominator)]
+        if m.cumulative:
+            targets = [("cumulative", "metric", m.cumulative.metric)]
+            if not (m.cumulative.window or m.cumulative.grain_to_date):
+                pass  # no window and no grain: running total over all time
+        for *path, ref in targets:
+            if ref not in metrics:
+                self.unknown("metrics", m.name, tuple(path), "metric", ref, metrics, f"{m.name}.{'.'.join(path)}")
+        if m.conversion:
+            cv = m.conversion
+            stream = self.model.streams.get(cv.stream)
+            if stream is None:
+                self.unknown("metrics", m.name, ("conversion", "stream"), "stream", cv.stream, self.model.streams,
+                             f"{m.name}.conversion.stream")
+                return
+            for attr in ("base", "conversion"):
+                act = getattr(cv, attr)
+                if stream.activity(act) is None:
+                    self.unknown("metrics", m.name, ("conversion", attr), f"activity of stream `{stream.name}`", act,
+                                 [a.name for a in stream.activities], f"{m.name}.conversion.{attr}")
+
+    def metric_cycles(self) -> None:
+        deps = {name: set(metric_inputs(m)) & set(self.model.metrics) for name, m in self.model.metrics.items()}
+        state: dict[str, int] = {}
+
+        def visit(name: str, trail: list[str]) -> None:
+            state[name] = 1
+            for dep in sorted(deps[name]):
+                if state.get(dep) == 1:
+                    loop = " → ".join([*trail[trail.index(dep):], dep]) if dep in trail else f"{name} → {dep}"
+                    self.add("metrics", name, ("expr",), f"metric cycle: {loop}", name,
+                             "a metric cannot depend on itself; break the loop")
+                elif dep not in state:
+                    visit(dep, [*trail, dep])
+            state[name] = 2
+
+        for name in sorted(deps):
+            if name not in state:
+                visit(name, [name])
+
+
+def metric_inputs(m: Metric) -> list[str]:
+    """The metrics `m` is computed from (its children in the metric tree)."""
+    if m.expr:
+        try:
+            refs = [c.name for c in sql_columns(m.expr)]
+        except sqlglot.errors.ParseError:
+            return []
+        return list(dict.fromkeys(m.inputs[r].metric if r in m.inputs else r for r in refs))
+    if m.ratio:
+        return [m.ratio.numerator, m.ratio.denominator]
+    if m.cumulative:
+        return [m.cumulative.metric]
+    return []

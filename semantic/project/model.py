@@ -1,0 +1,390 @@
+"""The typed, immutable model users write (MODEL.md §1–6): settings, streams, datasets, views, metrics."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME = r"^[a-z][a-z0-9_]*$"
+
+Selector = Literal["all", "first", "last", "nth"]
+Relationship = Literal[
+    "first_ever",
+    "last_ever",
+    "nth_ever",
+    "first_before",
+    "last_before",
+    "nth_before",
+    "first_after",
+    "last_after",
+    "nth_after",
+    "first_in_between",
+    "last_in_between",
+    "nth_in_between",
+    "aggregate_all_ever",
+    "aggregate_before",
+    "aggregate_after",
+    "aggregate_in_between",
+]
+RELATIONSHIPS: tuple[str, ...] = Relationship.__args__  # type: ignore[attr-defined]
+DatasetAgg = Literal[
+    "count",
+    "count_distinct",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "median",
+    "first_value",
+    "last_value",
+    "listagg",
+    "listagg_distinct",
+    "is_null",
+    "not_null",
+    "sum_bool",
+]
+MeasureAgg = Literal[
+    "sum", "count", "count_distinct", "approx_count_distinct", "avg", "min", "max", "median", "percentile"
+]
+# The canonical activity-schema columns every materialized activity has (MODEL.md §2).
+CANONICAL = (
+    "activity_id",
+    "ts",
+    "activity",
+    "revenue_impact",
+    "link",
+    "activity_occurrence",
+    "activity_repeated_at",
+)
+DURATION = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day|week|month|quarter|year)s?\s*$")
+GRAINS = ("hour", "day", "week", "month", "quarter", "year")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _listify(value: Any) -> Any:
+    """A single string where a list is expected is a one-item list (`filter: "x > 1"`)."""
+    return [value] if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------- settings
+
+
+class Warehouse(Frozen):
+    engine: Literal["duckdb", "postgres"] = "duckdb"
+    database: str = ":memory:"
+    dsn: str | None = None
+
+
+class Materialization(Frozen):
+    schema_: str = Field("phloem", alias="schema", pattern=NAME)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class AqlSettings(Frozen):
+    compat: Literal["dbt_aql", "phloem"] = "dbt_aql"
+
+
+class Settings(Frozen):
+    name: str = Field(pattern=NAME)
+    warehouse: Warehouse = Warehouse()
+    materialization: Materialization = Materialization()
+    aql: AqlSettings = AqlSettings()
+    timezone: str | None = None
+
+
+# ---------------------------------------------------------------- streams
+
+
+class Feature(Frozen):
+    name: str = Field(pattern=NAME)
+    type: str | None = None  # a SQL type to cast to; else the type the SQL produces
+
+
+class Activity(Frozen):
+    name: str = Field(pattern=NAME)
+    sql: str
+    id: str | None = None
+    revenue_impact: str | None = None
+    link: str | None = None
+    features: tuple[Feature, ...] = ()
+    description: str | None = None
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        return [{"name": f} if isinstance(f, str) else f for f in (v or [])]
+
+
+class Stream(Frozen):
+    name: str = Field(pattern=NAME)
+    entity: str = Field(pattern=NAME)
+    anonymous_entity: str | None = Field(None, pattern=NAME)
+    activities: tuple[Activity, ...] = Field(min_length=1)
+    description: str | None = None
+
+    def activity(self, name: str) -> Activity | None:
+        return next((a for a in self.activities if a.name == name), None)
+
+    def columns_of(self, activity: Activity) -> list[str]:
+        """What a dataset may select from one materialized activity: canonical columns, entity ids, features."""
+        ids = [self.entity] + ([self.anonymous_entity] if self.anonymous_entity else [])
+        return [*CANONICAL, *ids, *(f.name for f in activity.features)]
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class Column(Frozen):
+    name: str = Field(pattern=NAME)
+    expr: str | None = None
+    agg: DatasetAgg | None = None
+    fill: Any = None
+    type: str | None = None
+
+
+def _columns(v: Any) -> Any:
+    return [{"name": c} if isinstance(c, str) else c for c in (v or [])]
+
+
+class Primary(Frozen):
+    activity: str
+    select: Selector = "all"
+    nth: int | None = Field(None, ge=1)
+    filter: tuple[str, ...] = ()
+
+    _f = field_validator("filter", mode="before")(classmethod(lambda cls, v: _listify(v)))
+
+    @model_validator(mode="after")
+    def _nth(self) -> Primary:
+        if self.select == "nth" and self.nth is None:
+            raise ValueError("`select: nth` needs `nth: N` (the 1-based occurrence to keep)")
+        return self
+
+
+class JoinKey(Frozen):
+    primary: str
+    joined: str
+
+
+class Append(Frozen):
+    activity: str
+    relationship: Relationship
+    nth: int | None = Field(None, ge=1)
+    join_keys: tuple[JoinKey, ...] = ()
+    filter: tuple[str, ...] = ()
+    join: tuple[str, ...] = ()  # extra SQL conditions over `primary.x` and `joined.x`
+    columns: tuple[Column, ...] = Field(min_length=1)
+
+    _f = field_validator("filter", "join", mode="before")(classmethod(lambda cls, v: _listify(v)))
+    _c = field_validator("columns", mode="before")(classmethod(lambda cls, v: _columns(v)))
+
+    @field_validator("join_keys", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        return [{"primary": k, "joined": k} if isinstance(k, str) else k for k in _listify(v) or []]
+
+    @property
+    def is_aggregate(self) -> bool:
+        return self.relationship.startswith("aggregate")
+
+    @model_validator(mode="after")
+    def _check(self) -> Append:
+        if self.relationship.startswith("nth") and self.nth is None:
+            raise ValueError(f"`relationship: {self.relationship}` needs `nth: N`")
+        for c in self.columns:
+            if self.is_aggregate and c.agg is None:
+                raise ValueError(f"column `{c.name}`: an aggregate relationship needs `agg:` on every column")
+            if not self.is_aggregate and c.agg is not None:
+                raise ValueError(
+                    f"column `{c.name}`: `agg` only applies to aggregate_* relationships, not {self.relationship}"
+                )
+        return self
+
+
+class Dataset(Frozen):
+    name: str = Field(pattern=NAME)
+    stream: str
+    primary: Primary
+    columns: tuple[Column, ...] = ()
+    append: tuple[Append, ...] = ()
+    include: tuple[str, ...] = ()
+    # dbt_aql: sums over no rows are 0, and the in-between window excludes the next primary row.
+    compat: Literal["phloem", "dbt_aql"] = "phloem"
+    description: str | None = None
+
+    _c = field_validator("columns", mode="before")(classmethod(lambda cls, v: _columns(v)))
+
+    def output_columns(self) -> list[str]:
+        return [c.name for c in self.columns] + [c.name for a in self.append for c in a.columns]
+
+
+# ---------------------------------------------------------------- views
+
+
+class Entity(Frozen):
+    name: str = Field(pattern=NAME)
+    column: str | None = None
+
+    @property
+    def expr(self) -> str:
+        return self.column or self.name
+
+
+class Dimension(Frozen):
+    name: str = Field(pattern=NAME)
+    type: Literal["categorical", "time", "boolean", "number"] = "categorical"
+    expr: str | None = None
+    label: str | None = None
+    description: str | None = None
+
+
+class Measure(Frozen):
+    name: str = Field(pattern=NAME)
+    agg: MeasureAgg
+    expr: str | None = None
+    filter: str | None = None
+    p: float | None = Field(None, gt=0, lt=1)
+    discrete: bool = False
+    label: str | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _p(self) -> Measure:
+        if self.agg == "percentile" and self.p is None:
+            raise ValueError("`agg: percentile` needs `p:` between 0 and 1 (e.g. p: 0.9)")
+        return self
+
+
+class View(Frozen):
+    name: str = Field(pattern=NAME)
+    dataset: str | None = None
+    table: str | None = None
+    sql: str | None = None
+    primary_key: str | None = None
+    time: str | None = None
+    entities: tuple[Entity, ...] = ()
+    dimensions: tuple[Dimension, ...] = ()
+    measures: tuple[Measure, ...] = ()
+    label: str | None = None
+    description: str | None = None
+
+    @field_validator("dimensions", "entities", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": d} if isinstance(d, str) else d for d in (v or [])]
+
+    @model_validator(mode="after")
+    def _source(self) -> View:
+        given = [k for k in ("dataset", "table", "sql") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a view reads exactly one of `dataset`, `table` or `sql`" + (
+                f" (found {', '.join(given)})" if given else ""))
+        return self
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _duration(v: str | None) -> str | None:
+    if v is not None and not DURATION.match(str(v)):
+        raise ValueError(f"`{v}` is not a duration; write e.g. `7 days`, `1 month`, `12 hours`")
+    return v
+
+
+class MetricInput(Frozen):
+    metric: str
+    offset: str | None = None
+    fill_nulls_with: float | None = None
+    _d = field_validator("offset")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Ratio(Frozen):
+    numerator: str
+    denominator: str
+
+
+class Cumulative(Frozen):
+    metric: str
+    window: str | None = None
+    grain_to_date: Literal["day", "week", "month", "quarter", "year"] | None = None
+    period_agg: Literal["last", "first", "avg"] = "last"
+    _d = field_validator("window")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Conversion(Frozen):
+    stream: str
+    base: str
+    conversion: str
+    window: str
+    calculation: Literal["rate", "count"] = "rate"
+    _d = field_validator("window")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Metric(Frozen):
+    name: str = Field(pattern=NAME)
+    measure: str | None = None
+    expr: str | None = None
+    inputs: dict[str, MetricInput] = {}
+    ratio: Ratio | None = None
+    cumulative: Cumulative | None = None
+    conversion: Conversion | None = None
+    filter: str | None = None
+    format: Literal["number", "currency", "percent", "integer"] | None = None
+    good: Literal["up", "down"] = "up"
+    owner: str | None = None
+    label: str | None = None
+    description: str | None = None
+    fill_nulls_with: float | None = None
+    join_to_timespine: bool = False
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs(cls, v: Any) -> Any:
+        return {k: ({"metric": x} if isinstance(x, str) else x) for k, x in (v or {}).items()}
+
+    @model_validator(mode="after")
+    def _kind(self) -> Metric:
+        given = [k for k in ("measure", "expr", "ratio", "cumulative", "conversion") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "a metric is exactly one of `measure`, `expr`, `ratio`, `cumulative` or `conversion`"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if self.inputs and not self.expr:
+            raise ValueError("`inputs` only applies to a derived metric (one with `expr`)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.measure:
+            return "simple"
+        if self.expr:
+            return "derived"
+        return next(k for k in ("ratio", "cumulative", "conversion") if getattr(self, k))
+
+
+class Rollup(BaseModel):
+    """Declared pre-aggregations; matched by the planner (a later capability). Kept loose until then."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: str = Field(pattern=NAME)
+
+
+class SavedQuery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: str = Field(pattern=NAME)
+
+
+KINDS: dict[str, type[BaseModel]] = {
+    "streams": Stream,
+    "datasets": Dataset,
+    "views": View,
+    "metrics": Metric,
+    "rollups": Rollup,
+    "saved_queries": SavedQuery,
+}

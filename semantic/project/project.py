@@ -1,0 +1,52 @@
+"""`Project`: the one façade over model, warehouse and builds (like SQLMesh's Context)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+from sqlglot import exp
+
+from semantic.activity.stream import ident
+from semantic.engines.duckdb import DuckDBEngine
+from semantic.errors import QueryError, did_you_mean
+from semantic.materialize.build import Builder, BuildReport
+from semantic.project.load import Model, load_project
+
+
+class Project:
+    def __init__(self, model: Model, engine=None):
+        self.model = model
+        self.engine = engine or DuckDBEngine(model.database_path)
+        self.builder = Builder(model, self.engine)
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, engine=None) -> Project:
+        return cls(load_project(path), engine)
+
+    @property
+    def schema(self) -> str:
+        return self.model.settings.materialization.schema_
+
+    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+        return self.builder.build(force=force, progress=progress)
+
+    def ensure_built(self, progress: Callable[[str, int, int], None] | None = None) -> BuildReport | None:
+        """Build whatever is missing or stale, so a fresh project just works."""
+        return self.build(progress=progress) if self.builder.stale() else None
+
+    def dataset(self, name: str, limit: int | None = None, progress=None) -> pa.Table:
+        if name not in self.model.datasets:
+            raise QueryError(f"unknown dataset `{name}`",
+                             did_you_mean(name, self.model.datasets) or f"known: {', '.join(self.model.datasets)}")
+        self.ensure_built(progress)
+        d = self.model.datasets[name]
+        query = exp.select(*(exp.column(ident(c)) for c in [*d.output_columns(), *d.include]))
+        query = query.from_(exp.Table(this=ident(name), db=ident(self.schema)))
+        if limit is not None:
+            query = query.limit(limit)
+        return self.engine.arrow(query)
+
+    def close(self) -> None:
+        self.engine.close()
