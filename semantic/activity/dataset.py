@@ -185,15 +185,23 @@ class DatasetCompiler:
             exp.and_(in_window, exp.or_(is_null(rep), beyond)),
         )]
 
+    def row_key(self, p: str, alias: bool = False) -> list[exp.Expression]:
+        """What tells primary rows apart: entity and occurrence (activity_id may repeat, e.g. identical rows)."""
+        key = [entity_key(self.stream, p), col("activity_occurrence", p)]
+        return [exp.alias_(k, f"_pid{i}", quoted=True) for i, k in enumerate(key)] if alias else key
+
+    def same_row(self, table: str) -> list[exp.Expression]:
+        """ON conditions matching a per-primary-row CTE (keyed by `row_key(alias=True)`) to the primary row."""
+        return [exp.EQ(this=col(f"_pid{i}", table), expression=k) for i, k in enumerate(self.row_key("p"))]
+
     def ranked(self, query, ap: Append, alias: str, rows, cond: list, jscope: _Scope, kind: str):
         """first/last with extra join conditions: rank the candidates of each primary row."""
         desc = kind == "last"
         order = exp.Order(expressions=[exp.Ordered(this=col("ts", alias), desc=desc),
                                        exp.Ordered(this=col("activity_id", alias), desc=desc)])
-        rank = exp.Window(this=exp.RowNumber(), partition_by=[col("activity_id", "p")], order=order)
+        rank = exp.Window(this=exp.RowNumber(), partition_by=self.row_key("p"), order=order)
         values = [exp.alias_(self.column_expr(c, jscope, None), c.name, quoted=True) for c in ap.columns]
-        candidates = exp.select(exp.alias_(col("activity_id", "p"), "_pid", quoted=True), *values,
-                                exp.alias_(rank, "_rank", quoted=True))
+        candidates = exp.select(*self.row_key("p", alias=True), *values, exp.alias_(rank, "_rank", quoted=True))
         candidates = candidates.from_(exp.alias_(exp.Table(this=ident("cohort")), "p", table=True))
         candidates = candidates.join(exp.alias_(rows, alias, table=True), on=exp.and_(*cond), join_type="inner")
         picked = exp.select(exp.Star()).from_(candidates.subquery("c")).where(
@@ -201,7 +209,7 @@ class DatasetCompiler:
         name = f"{alias}_picked"
         self.ctes.append((name, picked))
         query = query.join(exp.alias_(exp.Table(this=ident(name)), alias, table=True),
-                           on=exp.EQ(this=col("_pid", alias), expression=col("activity_id", "p")), join_type="left")
+                           on=exp.and_(*self.same_row(alias)), join_type="left")
         return query, [exp.alias_(col(c.name, alias), c.name, quoted=True) for c in ap.columns]
 
     def aggregate(self, query, ap: Append, alias: str, rows, on: list, extra: list, jscope: _Scope):
@@ -218,12 +226,12 @@ class DatasetCompiler:
             cond += [exp.EQ(this=col(k.primary, "p"), expression=col(f"_k{i}", name)) for i, k in enumerate(ap.join_keys)]
         else:
             window = ap.relationship.removeprefix("aggregate_")
-            joined = exp.select(exp.alias_(col("activity_id", "p"), "_pid", quoted=True), *values)
+            joined = exp.select(*self.row_key("p", alias=True), *values)
             joined = joined.from_(exp.alias_(exp.Table(this=ident("cohort")), "p", table=True))
             joined = joined.join(exp.alias_(rows, alias, table=True),
                                  on=exp.and_(*on, *self.window(window, alias), *extra), join_type="inner")
-            self.ctes.append((name, joined.group_by(exp.Literal.number(1))))
-            cond = [exp.EQ(this=col("_pid", name), expression=col("activity_id", "p"))]
+            self.ctes.append((name, joined.group_by(exp.Literal.number(1), exp.Literal.number(2))))
+            cond = self.same_row(name)
         query = query.join(exp.Table(this=ident(name)), on=exp.and_(*cond), join_type="left")
         return query, [exp.alias_(self.column_expr(c, jscope, name), c.name, quoted=True) for c in ap.columns]
 

@@ -554,6 +554,8 @@ def _visit_parts_sql(schema: str, n_anon: int, hours_total: int) -> str:
     JOIN range(3) r(k)
         ON phloem_gen_u(c.customer_id * 4 + k, 'pre_visit') < [0.7, 0.35, 0.15][k + 1]
     """
+    # a customer who signed up right at the start has no earlier visits
+    pre_signup = f"SELECT * FROM ({pre_signup}) WHERE visited_at >= TIMESTAMP '2023-01-01 00:00:00'"
     return anon, order_sessions, pre_signup
 
 
@@ -618,18 +620,19 @@ def generate(
         con.execute(_REFUNDS_SQL.format(schema=q))
         con.execute(_PAYMENTS_SQL.format(schema=q))
 
+        # helpers that are no longer needed: free their memory before the biggest table
+        con.execute("DROP TABLE temp.main.phloem_gen_orders")
+        con.execute("DROP TABLE temp.main.phloem_gen_products")
+
+        # visits: the browse part tops the others up to exactly 3 x scale
         anon, order_sessions, pre_signup = _visit_parts_sql(q, n_anon, hours_total)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE phloem_gen_visits AS
-            {anon} UNION ALL {order_sessions} UNION ALL
-            SELECT * FROM ({pre_signup}) WHERE visited_at >= TIMESTAMP '2023-01-01 00:00:00'
-            """
-        )
-        n_so_far = _scalar(con, "SELECT count(*) FROM phloem_gen_visits")
-        n_browse = max(0, n_visits - n_so_far)
+        n_sessions = _scalar(con, f"SELECT count(*) FROM ({order_sessions})")
+        n_pre_signup = _scalar(con, f"SELECT count(*) FROM ({pre_signup})")
+        n_browse = max(0, n_visits - n_anon - n_sessions - n_pre_signup)
+        parts = [anon, order_sessions, pre_signup]
         if n_browse:
-            con.execute(f"INSERT INTO phloem_gen_visits {_browse_sql(n_browse, hours_total)}")
+            parts.append(_browse_sql(n_browse, hours_total))
+        union = " UNION ALL ".join(f"({part})" for part in parts)
         con.execute(
             f"""
             CREATE OR REPLACE TABLE {q}.visits AS
@@ -640,12 +643,12 @@ def generate(
                 visited_at,
                 landing_page,
                 referrer
-            FROM phloem_gen_visits
+            FROM ({union})
             ORDER BY visit_id
             """
         )
     finally:
-        for table in (*_TEMP_TABLES, "phloem_gen_visits"):
+        for table in _TEMP_TABLES:
             con.execute(f"DROP TABLE IF EXISTS temp.main.{table}")
         for macro in _MACROS:
             con.execute(f"DROP MACRO IF EXISTS temp.main.{macro}")

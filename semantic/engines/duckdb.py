@@ -16,11 +16,13 @@ from semantic.errors import BuildError
 class DuckDBEngine:
     dialect = "duckdb"
 
-    def __init__(self, database: str = ":memory:", read_only: bool = False):
+    def __init__(self, database: str = ":memory:", read_only: bool = False, files: Path | None = None):
         if database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         self.database = database
         self.con = duckdb.connect(database, read_only=read_only)
+        if files is not None:  # relative paths in activity SQL (read_csv('seeds/x.csv')) mean the project folder
+            self.con.execute("SET file_search_path = ?", [str(files)])
         self._lock = threading.RLock()
 
     def sql(self, query: str | exp.Expression) -> str:

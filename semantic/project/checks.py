@@ -13,12 +13,19 @@ from semantic.project.model import Append, Column, Dataset, Metric, Stream, View
 QUALIFIERS = ("primary", "joined", "feature_json")
 
 
-def check_model(model) -> list[Problem]:
-    c = _Checker(model)
+def check_model(model, broken: Iterable[tuple[str, str]] = ()) -> list[Problem]:
+    """Cross-reference problems; `broken` (kind, name) objects were declared but invalid, so are not "unknown"."""
+    c = _Checker(model, set(broken))
     for stream in model.streams.values():
+        before = len(c.problems)
         c.stream(stream)
+        if len(c.problems) > before:
+            c.broken.add(("streams", stream.name))  # its datasets would only repeat the same mistake
     for dataset in model.datasets.values():
+        before = len(c.problems)
         c.dataset(dataset)
+        if len(c.problems) > before:
+            c.broken.add(("datasets", dataset.name))  # its views would only repeat the same mistake
     for name, (stream, append) in model.dataset_columns.items():
         c.dataset_column(name, stream, append)
     for view in model.views.values():
@@ -34,8 +41,9 @@ def sql_columns(sql: str) -> Iterator[exp.Column]:
 
 
 class _Checker:
-    def __init__(self, model):
+    def __init__(self, model, broken: set[tuple[str, str]]):
         self.model = model
+        self.broken = broken
         self.problems: list[Problem] = []
 
     def add(self, kind: str, name: str, path: tuple, message: str, key: str, suggestion: str = "") -> None:
@@ -43,7 +51,9 @@ class _Checker:
         file, line = (origin.file, origin.line(*path)) if origin else ("<model>", None)
         self.problems.append(Problem(message, file, line, key, suggestion))
 
-    def unknown(self, kind, name, path, what, value, choices: Iterable[str], key) -> None:
+    def unknown(self, kind, name, path, what, value, choices: Iterable[str], key, of: str = "") -> None:
+        if (of, value) in self.broken:
+            return  # declared, but invalid: that problem is already reported
         choices = list(choices)
         hint = did_you_mean(value, choices) or (f"known: {', '.join(sorted(choices))}" if choices else "")
         self.add(kind, name, path, f"unknown {what} `{value}`", key, hint)
@@ -70,24 +80,29 @@ class _Checker:
                 isinstance(e, exp.Star) for e in select.selects
             ):
                 continue  # `select *`: checked against the warehouse at build time
-            needed = [("entity", s.entity), ("ts", "ts")]
-            needed += [("id", a.id)] if a.id else []
-            needed += [("revenue_impact", a.revenue_impact)] if a.revenue_impact else []
-            needed += [("link", a.link)] if a.link else []
-            needed += [(f"features.{f.name}", f.name) for f in a.features]
-            for what, col in needed:
+            # entity and ts are fixed names the SQL must alias to; the others name a column of the SQL
+            needed = [("entity", ("sql",), s.entity), ("ts", ("sql",), "ts")]
+            needed += [(k, (k,), getattr(a, k)) for k in ("id", "revenue_impact", "link") if getattr(a, k)]
+            needed += [(f"features.{f.name}", ("features", k), f.name) for k, f in enumerate(a.features)]
+            for what, sub, col in needed:
                 if col not in outputs:
-                    self.add("streams", s.name, ("activities", i, what.split(".")[0]),
+                    close = did_you_mean(col, outputs)
+                    alias = close.removeprefix("did you mean `").removesuffix("`?") if close else "..."
+                    fix = close if sub != ("sql",) and close else f"select `{alias} as {col}`"
+                    self.add("streams", s.name, ("activities", i, *sub),
                              f"`{col}` is not produced by activity `{a.name}`'s SQL (it selects {', '.join(outputs)})",
-                             f"{key}.{what}", did_you_mean(col, outputs) or f"add `... as {col}` to its SELECT")
+                             f"{key}.{what}", fix)
 
     # ------------------------------------------------------------ datasets
 
     def dataset(self, d: Dataset) -> None:
         stream = self.model.streams.get(d.stream)
         if stream is None:
-            self.unknown("datasets", d.name, ("stream",), "stream", d.stream, self.model.streams, f"{d.name}.stream")
+            self.unknown("datasets", d.name, ("stream",), "stream", d.stream, self.model.streams, f"{d.name}.stream",
+                         "streams")
             return
+        if ("streams", stream.name) in self.broken:
+            return  # checked once its stream is fixed
         names = [a.name for a in stream.activities]
         primary = stream.activity(d.primary.activity)
         if primary is None:
@@ -108,17 +123,24 @@ class _Checker:
             elif self.model.dataset_columns[inc][0] != d.stream:
                 self.add("datasets", d.name, ("include", i), f"dataset column `{inc}` is on another stream",
                          f"{d.name}.include", f"use a column of stream `{d.stream}`")
-        outputs = d.output_columns() + list(d.include)
-        dupes = sorted({n for n in outputs if outputs.count(n) > 1})
-        if dupes:
-            self.add("datasets", d.name, ("columns",), f"column name{'s' if len(dupes) > 1 else ''} "
-                     f"{', '.join(f'`{n}`' for n in dupes)} appear more than once", f"{d.name}.columns",
-                     "give each output column a unique `name:`")
+        # each repeat is reported where it is written, naming the line of the first
+        outputs = [(c.name, ("columns", j)) for j, c in enumerate(d.columns)]
+        outputs += [(c.name, ("append", i, "columns", j)) for i, ap in enumerate(d.append) for j, c in enumerate(ap.columns)]
+        outputs += [(n, ("include", i)) for i, n in enumerate(d.include)]
+        first: dict[str, tuple] = {}
+        for n, path in outputs:
+            if n not in first:
+                first[n] = path
+                continue
+            origin = self.model.origins.get(("datasets", d.name))
+            at = f" (first on line {origin.line(*first[n])})" if origin else ""
+            self.add("datasets", d.name, path, f"output column `{n}` appears more than once{at}",
+                     f"{d.name}.columns.{n}", "give each output column a unique `name:`")
 
     def dataset_column(self, name: str, stream_name: str, ap: Append) -> None:
         stream = self.model.streams.get(stream_name)
         if stream is None:
-            self.unknown("dataset_columns", name, ("stream",), "stream", stream_name, self.model.streams, name)
+            self.unknown("dataset_columns", name, ("stream",), "stream", stream_name, self.model.streams, name, "streams")
             return
         if stream.activity(ap.activity) is None:
             self.unknown("dataset_columns", name, ("append", 0, "activity"), f"activity of stream `{stream.name}`",
@@ -132,12 +154,12 @@ class _Checker:
                          [a.name for a in stream.activities], key)
             return
         jcols = stream.columns_of(joined)
-        for k in ap.join_keys:
+        for ki, k in enumerate(ap.join_keys):
             for side, col, cols in (("primary", k.primary, pcols), ("joined", k.joined, jcols)):
                 if col not in cols:
                     act = d.primary.activity if side == "primary" else ap.activity
-                    self.unknown("datasets", d.name, (*path, "join_keys"), f"join key of activity `{act}`", col, cols,
-                                 f"{key}.join_keys")
+                    self.unknown("datasets", d.name, (*path, "join_keys", ki), f"join key of activity `{act}`", col,
+                                 cols, f"{key}.join_keys")
         for j, f in enumerate(ap.filter):
             self.expr(d.name, (*path, "filter", j), f, {"": jcols, "feature_json": jcols}, f"{key}.filter")
         for j, f in enumerate(ap.join):
@@ -180,12 +202,11 @@ class _Checker:
         if v.dataset is not None:
             d = self.model.datasets.get(v.dataset)
             if d is None:
-                self.unknown("views", v.name, ("dataset",), "dataset", v.dataset, self.model.datasets, f"{v.name}.dataset")
+                self.unknown("views", v.name, ("dataset",), "dataset", v.dataset, self.model.datasets, f"{v.name}.dataset",
+                             "datasets")
                 return
-            stream = self.model.streams[d.stream]
-            primary = stream.activity(d.primary.activity)
-            cols = d.output_columns() + list(d.include) + [c for c in stream.columns_of(primary) if c in
-                                                           ("activity_occurrence", "activity_repeated_at")]
+            if ("datasets", d.name) not in self.broken:  # else its columns are uncertain: check once it is fixed
+                cols = d.output_columns() + list(d.include) + ["activity_occurrence", "activity_repeated_at"]
         names = [x.name for x in (*v.dimensions, *v.measures, *v.entities)]
         for n in sorted({n for n in names if names.count(n) > 1}):
             self.add("views", v.name, ("dimensions",), f"`{n}` is declared twice in view `{v.name}`", f"{v.name}.{n}",
@@ -213,16 +234,26 @@ class _Checker:
 
     # ------------------------------------------------------------ metrics
 
-    def measure_ref(self, ref: str) -> bool:
+    def measure_views(self, ref: str) -> list[str]:
+        """The views holding measure `ref` (`view.measure`, or a bare measure name looked up in every view)."""
         view, _, measure = ref.rpartition(".")
         views = [self.model.views[view]] if view in self.model.views else ([] if view else self.model.views.values())
-        return sum(1 for v in views for m in v.measures if m.name == measure) == 1
+        return [v.name for v in views for m in v.measures if m.name == measure]
 
     def metric(self, m: Metric) -> None:
         metrics = self.model.metrics
-        if m.measure and not self.measure_ref(m.measure):
-            all_measures = [f"{v.name}.{x.name}" for v in self.model.views.values() for x in v.measures]
-            self.unknown("metrics", m.name, ("measure",), "measure", m.measure, all_measures, f"{m.name}.measure")
+        found = self.measure_views(m.measure) if m.measure else []
+        if m.measure and len(found) > 1:
+            self.add("metrics", m.name, ("measure",), f"measure `{m.measure}` is in several views: {', '.join(found)}",
+                     f"{m.name}.measure", f"qualify it, e.g. `{found[0]}.{m.measure}`")
+        elif m.measure and not found:
+            view = m.measure.rpartition(".")[0]
+            gone = ("views", view) in self.broken or not view and any(k == "views" for k, _ in self.broken)
+            qualified = [f"{v.name}.{x.name}" for v in self.model.views.values() for x in v.measures]
+            bare = [x.name for v in self.model.views.values() for x in v.measures]
+            if not gone:  # a measure of an invalid view is not "unknown": that view's problem is reported
+                self.unknown("metrics", m.name, ("measure",), "measure", m.measure, qualified if view else bare + qualified,
+                             f"{m.name}.measure")
         if m.expr:
             try:
                 refs = {c.name for c in sql_columns(m.expr)}
@@ -232,11 +263,11 @@ class _Checker:
                 refs = set()
             for ref in sorted(refs - set(m.inputs)):
                 if ref not in metrics:
-                    self.unknown("metrics", m.name, ("expr",), "metric", ref, metrics, f"{m.name}.expr")
+                    self.unknown("metrics", m.name, ("expr",), "metric", ref, metrics, f"{m.name}.expr", "metrics")
             for alias, inp in m.inputs.items():
                 if inp.metric not in metrics:
                     self.unknown("metrics", m.name, ("inputs", alias), "metric", inp.metric, metrics,
-                                 f"{m.name}.inputs.{alias}")
+                                 f"{m.name}.inputs.{alias}", "metrics")
         targets = []
         if m.ratio:
             targets = [("ratio", "numerator", m.ratio.numerator), ("ratio", "denominator", m.ratio.denominator)]
@@ -246,13 +277,14 @@ class _Checker:
                 pass  # no window and no grain: running total over all time
         for *path, ref in targets:
             if ref not in metrics:
-                self.unknown("metrics", m.name, tuple(path), "metric", ref, metrics, f"{m.name}.{'.'.join(path)}")
+                self.unknown("metrics", m.name, tuple(path), "metric", ref, metrics, f"{m.name}.{'.'.join(path)}",
+                             "metrics")
         if m.conversion:
             cv = m.conversion
             stream = self.model.streams.get(cv.stream)
             if stream is None:
                 self.unknown("metrics", m.name, ("conversion", "stream"), "stream", cv.stream, self.model.streams,
-                             f"{m.name}.conversion.stream")
+                             f"{m.name}.conversion.stream", "streams")
                 return
             for attr in ("base", "conversion"):
                 act = getattr(cv, attr)
@@ -269,7 +301,9 @@ class _Checker:
             for dep in sorted(deps[name]):
                 if state.get(dep) == 1:
                     loop = " → ".join([*trail[trail.index(dep):], dep]) if dep in trail else f"{name} → {dep}"
-                    self.add("metrics", name, ("expr",), f"metric cycle: {loop}", name,
+                    m = self.model.metrics[name]
+                    at = ("expr",) if m.expr else ("ratio",) if m.ratio else ("cumulative", "metric")
+                    self.add("metrics", name, at, f"metric cycle: {loop}", name,
                              "a metric cannot depend on itself; break the loop")
                 elif dep not in state:
                     visit(dep, [*trail, dep])

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from semantic.errors import AqlSyntaxError, ModelError, Problem, did_you_mean
-from semantic.project.model import KINDS, Append, Dataset, Metric, Settings, Stream, View
+from semantic.project.model import KINDS, NAME, Append, Dataset, Invalid, Metric, Settings, Stream, View
 from semantic.project.yamlpos import Positions, line_of, load_yaml
 
 PROJECT_FILE = "phloem.yml"
@@ -78,6 +78,8 @@ class _Loader:
         self.objects: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
         self.origins: dict[tuple[str, str], Origin] = {}
         self.dataset_columns: dict[str, tuple[str, Append]] = {}
+        self.broken: set[tuple[str, str]] = set()  # (kind, name) declared but invalid: not "unknown" elsewhere
+        self.unreadable = False  # a file did not parse: we cannot know every name, so skip cross-checks
         self.digest = hashlib.sha256()
 
     def rel(self, path: Path) -> str:
@@ -94,11 +96,12 @@ class _Loader:
                 self._aql(path, text, settings)
             else:
                 self._yaml(path, text)
-        if settings is not None and not self.problems:
+        if not self.unreadable:
             from semantic.project.checks import check_model
 
-            model = self._model(settings)
-            self.problems.extend(check_model(model))
+            # cross-checks run even after other problems, so one load reports everything it can
+            model = self._model(settings or Settings.model_construct())
+            self.problems.extend(check_model(model, self.broken))
             if not self.problems:
                 return model
         raise ModelError(self.problems)
@@ -123,13 +126,14 @@ class _Loader:
         try:
             return Settings.model_validate(data)
         except ValidationError as e:
-            self.problems.extend(pydantic_problems(e, Settings, PROJECT_FILE, (), pos))
+            self.problems.extend(pydantic_problems(e, Settings, PROJECT_FILE, (), pos, data=data))
             return None
 
     def _yaml(self, path: Path, text: str) -> None:
         file = self.rel(path)
         data, pos, problems = load_yaml(text, file)
         self.problems.extend(problems)
+        self.unreadable |= bool(problems)
         if problems or data is None:
             return
         if not isinstance(data, dict):
@@ -137,6 +141,8 @@ class _Loader:
                                          f"start with one of: {', '.join(KINDS)}"))
             return
         for kind, items in data.items():
+            if kind not in KINDS or not isinstance(items, list):
+                self.unreadable = True  # what this section declares is unknown, so references to it would mislead
             if kind not in KINDS:
                 self.problems.append(Problem(f"unknown top-level key `{kind}`", file, line_of(pos, (kind,)), kind,
                                              did_you_mean(kind, KINDS) or f"allowed: {', '.join(KINDS)}"))
@@ -152,6 +158,7 @@ class _Loader:
         cls = KINDS[kind]
         singular = kind.rstrip("s")
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            self.unreadable = True  # a nameless item may be what another object refers to
             self.problems.append(Problem(f"each item of `{kind}` needs a `name:`", origin.file, origin.line(),
                                          kind, f"add `name: my_{singular}`"))
             return None
@@ -165,7 +172,8 @@ class _Loader:
         try:
             obj = cls.model_validate(item)
         except ValidationError as e:
-            self.problems.extend(pydantic_problems(e, cls, origin.file, origin.path, origin.positions, name))
+            self.problems.extend(pydantic_problems(e, cls, origin.file, origin.path, origin.positions, name, item))
+            self.broken.add((kind, name))
             return None
         self.objects[kind][name] = obj
         self.origins[(kind, name)] = origin
@@ -180,14 +188,16 @@ class _Loader:
             data, pos = parse_aql(text, source=file)
         except AqlSyntaxError as e:
             self.problems.append(Problem(f"AQL syntax error at column {e.column}: {e.message}", file, e.line,
-                                         name, e.suggestion))
+                                         name, e.suggestion or "see MODEL.md §3.3 for the AQL grammar"))
+            self.broken |= {("datasets", name), ("dataset_columns", name)}
             return
         compat = settings.aql.compat if settings else "dbt_aql"
         if "primary" not in data:  # a dataset column, used through `include (name)`
             try:
                 append = Append.model_validate(data["append"][0])
             except ValidationError as e:
-                self.problems.extend(pydantic_problems(e, Append, file, ("append", 0), pos, name))
+                self.problems.extend(pydantic_problems(e, Append, file, ("append", 0), pos, name, data["append"][0]))
+                self.broken.add(("dataset_columns", name))
                 return
             self.dataset_columns[name] = (data["stream"], append)
             self.origins[("dataset_columns", name)] = Origin(file, (), pos)
@@ -199,14 +209,17 @@ _FIELD = re.compile(r"'([^']+)'")
 
 
 def pydantic_problems(error: ValidationError, cls: type[BaseModel], file: str, base: tuple,
-                      positions: Positions, name: str = "") -> list[Problem]:
+                      positions: Positions, name: str = "", data: Any = None) -> list[Problem]:
     """Turn pydantic's errors into Problems with line, dotted key and a suggestion."""
     out = []
     for err in error.errors():
         loc = tuple(x for x in err["loc"] if isinstance(x, int) or not _internal(x))
-        key = ".".join(str(x) for x in (name, *loc) if x != "")
+        kind, msg, suggestion = err["type"], err["msg"].removeprefix("Value error, "), _FIXES.get(err["type"], "")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, Invalid):
+            loc, msg, suggestion = (*loc, *cause.at), cause.message, cause.suggestion
+        key = ".".join(str(x) for x in (name, *_named(loc, data)) if x != "")
         line = line_of(positions, (*base, *loc))
-        kind, msg, suggestion = err["type"], err["msg"].removeprefix("Value error, "), ""
         if kind == "extra_forbidden":
             fields = _fields_at(cls, loc[:-1])
             msg = f"unknown key `{loc[-1]}`"
@@ -220,9 +233,46 @@ def pydantic_problems(error: ValidationError, cls: type[BaseModel], file: str, b
             suggestion = did_you_mean(str(err["input"]), allowed)
         elif kind == "string_pattern_mismatch":
             msg = f"`{err['input']}` is not a valid name"
-            suggestion = "names are lower_snake_case: a letter, then letters, digits or _"
+            snake = re.sub(r"[^a-z0-9]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(err["input"])).lower())
+            snake = snake.strip("_")
+            suggestion = (f"did you mean `{snake}`? " if re.match(NAME, snake) else "") + \
+                "names are lower_snake_case: a letter, then letters, digits or _"
         out.append(Problem(msg, file, line, key, suggestion))
     return out
+
+
+# A fix for the pydantic error types whose message alone does not say what to write.
+_FIXES = {
+    "model_type": "write a mapping: `key: value` lines or `{key: value}`",
+    "dict_type": "write a mapping: `key: value` lines or `{key: value}`",
+    "list_type": "write a list: `- item` lines or `[a, b]`",
+    "tuple_type": "write a list: `- item` lines or `[a, b]`",
+    "string_type": "write text (quote it if YAML reads it as a number or boolean)",
+    "int_parsing": "write a whole number, e.g. 2",
+    "int_from_float": "write a whole number, e.g. 2",
+    "float_parsing": "write a number, e.g. 0.9",
+    "bool_parsing": "write true or false",
+    "too_short": "add at least one item",
+    "greater_than_equal": "use a larger number",
+    "greater_than": "use a larger number",
+    "less_than": "use a smaller number",
+}
+
+
+def _named(loc: tuple, data: Any) -> tuple:
+    """`loc` with list indexes replaced by the item's `name` (or `activity`), which users recognise."""
+    out = []
+    for part in loc:
+        item = data[part] if isinstance(data, (list, dict)) and _has(data, part) else None
+        label = next((item[k] for k in ("name", "activity") if isinstance(item, dict) and isinstance(item.get(k), str)),
+                     None)
+        out.append(label if isinstance(part, int) and label else part)
+        data = item
+    return tuple(out)
+
+
+def _has(data: list | dict, part: Any) -> bool:
+    return part in data if isinstance(data, dict) else isinstance(part, int) and 0 <= part < len(data)
 
 
 def _internal(part: Any) -> bool:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from semantic.errors import did_you_mean
+
 NAME = r"^[a-z][a-z0-9_]*$"
 
 Selector = Literal["all", "first", "last", "nth"]
@@ -58,8 +60,17 @@ CANONICAL = (
     "activity_occurrence",
     "activity_repeated_at",
 )
-DURATION = re.compile(r"^\s*(\d+)\s+(second|minute|hour|day|week|month|quarter|year)s?\s*$")
+UNITS = ("second", "minute", "hour", "day", "week", "month", "quarter", "year")
+DURATION = re.compile(rf"^\s*(\d+)\s+({'|'.join(UNITS)})s?\s*$")
 GRAINS = ("hour", "day", "week", "month", "quarter", "year")
+
+
+class Invalid(ValueError):
+    """A validator's complaint: the message, how to fix it, and the sub-key it is about (for the line)."""
+
+    def __init__(self, message: str, suggestion: str = "", at: tuple = ()):
+        super().__init__(message)
+        self.message, self.suggestion, self.at = message, suggestion, at
 
 
 class Frozen(BaseModel):
@@ -162,7 +173,8 @@ class Primary(Frozen):
     @model_validator(mode="after")
     def _nth(self) -> Primary:
         if self.select == "nth" and self.nth is None:
-            raise ValueError("`select: nth` needs `nth: N` (the 1-based occurrence to keep)")
+            raise Invalid("`select: nth` needs `nth: N` (the 1-based occurrence to keep)",
+                          "add `nth: 2` to keep each entity's second occurrence", ("select",))
         return self
 
 
@@ -195,14 +207,17 @@ class Append(Frozen):
     @model_validator(mode="after")
     def _check(self) -> Append:
         if self.relationship.startswith("nth") and self.nth is None:
-            raise ValueError(f"`relationship: {self.relationship}` needs `nth: N`")
-        for c in self.columns:
+            raise Invalid(f"`relationship: {self.relationship}` needs `nth: N`",
+                          "add `nth: 2` (the 1-based occurrence to pick)", ("relationship",))
+        for j, c in enumerate(self.columns):
             if self.is_aggregate and c.agg is None:
-                raise ValueError(f"column `{c.name}`: an aggregate relationship needs `agg:` on every column")
+                raise Invalid(f"column `{c.name}`: an aggregate relationship needs `agg:` on every column",
+                              "add e.g. `agg: sum`, `agg: count` or `agg: max`", ("columns", j))
             if not self.is_aggregate and c.agg is not None:
-                raise ValueError(
-                    f"column `{c.name}`: `agg` only applies to aggregate_* relationships, not {self.relationship}"
-                )
+                window = self.relationship.rsplit("_", 1)[-1].replace("ever", "all_ever").replace("between", "in_between")
+                raise Invalid(f"column `{c.name}`: `agg` only applies to aggregate_* relationships, "
+                              f"not {self.relationship}",
+                              f"remove `agg:`, or use `relationship: aggregate_{window}`", ("columns", j, "agg"))
         return self
 
 
@@ -256,7 +271,8 @@ class Measure(Frozen):
     @model_validator(mode="after")
     def _p(self) -> Measure:
         if self.agg == "percentile" and self.p is None:
-            raise ValueError("`agg: percentile` needs `p:` between 0 and 1 (e.g. p: 0.9)")
+            raise Invalid("`agg: percentile` needs `p:` between 0 and 1", "add e.g. `p: 0.9` for the 90th percentile",
+                          ("agg",))
         return self
 
 
@@ -281,9 +297,12 @@ class View(Frozen):
     @model_validator(mode="after")
     def _source(self) -> View:
         given = [k for k in ("dataset", "table", "sql") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("a view reads exactly one of `dataset`, `table` or `sql`" + (
-                f" (found {', '.join(given)})" if given else ""))
+        if len(given) > 1:
+            raise Invalid(f"a view reads exactly one of `dataset`, `table` or `sql` (found {', '.join(given)})",
+                          f"keep one of {', '.join(f'`{k}`' for k in given)}", (given[1],))
+        if not given:
+            raise Invalid("a view reads exactly one of `dataset`, `table` or `sql`",
+                          "add `dataset: my_dataset`, `table: schema.table` or `sql: select ...`")
         return self
 
 
@@ -292,7 +311,10 @@ class View(Frozen):
 
 def _duration(v: str | None) -> str | None:
     if v is not None and not DURATION.match(str(v)):
-        raise ValueError(f"`{v}` is not a duration; write e.g. `7 days`, `1 month`, `12 hours`")
+        n = re.match(r"\s*(\d+)", str(v))
+        spelled = [f"{n.group(1)} {u}{'' if n.group(1) == '1' else 's'}" for u in UNITS] if n else []
+        raise Invalid(f"`{v}` is not a duration",
+                      did_you_mean(v, spelled) or "write a number and a unit, e.g. `7 days`, `1 month`, `12 hours`")
     return v
 
 
@@ -350,13 +372,16 @@ class Metric(Frozen):
     @model_validator(mode="after")
     def _kind(self) -> Metric:
         given = [k for k in ("measure", "expr", "ratio", "cumulative", "conversion") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError(
-                "a metric is exactly one of `measure`, `expr`, `ratio`, `cumulative` or `conversion`"
-                + (f" (found {', '.join(given)})" if given else "")
-            )
+        kinds = "a metric is exactly one of `measure`, `expr`, `ratio`, `cumulative` or `conversion`"
+        if len(given) > 1:
+            raise Invalid(f"{kinds} (found {', '.join(given)})",
+                          f"keep one of {', '.join(f'`{k}`' for k in given)}; a second definition is a new metric",
+                          (given[1],))
+        if not given:
+            raise Invalid(kinds, "add `measure: view.measure` (a leaf) or `expr: a - b` (over other metrics)")
         if self.inputs and not self.expr:
-            raise ValueError("`inputs` only applies to a derived metric (one with `expr`)")
+            raise Invalid("`inputs` only applies to a derived metric (one with `expr`)",
+                          "write an `expr:` over the input names, or remove `inputs`", ("inputs",))
         return self
 
     @property

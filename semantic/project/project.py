@@ -13,13 +13,16 @@ from semantic.engines.duckdb import DuckDBEngine
 from semantic.errors import QueryError, did_you_mean
 from semantic.materialize.build import Builder, BuildReport
 from semantic.project.load import Model, load_project
+from semantic.query.compile import Compiled, Compiler
+from semantic.query.query import Query, make_query
 
 
 class Project:
     def __init__(self, model: Model, engine=None):
         self.model = model
-        self.engine = engine or DuckDBEngine(model.database_path)
+        self.engine = engine or DuckDBEngine(model.database_path, files=model.root)
         self.builder = Builder(model, self.engine)
+        self.compiler = Compiler(model, self.engine.dialect)
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None) -> Project:
@@ -47,6 +50,18 @@ class Project:
         if limit is not None:
             query = query.limit(limit)
         return self.engine.arrow(query)
+
+    def compile(self, query: Query | None = None, **fields) -> Compiled:
+        return self.compiler.compile(query if query is not None else make_query(**fields))
+
+    def query(self, query: Query | None = None, progress=None, **fields) -> pa.Table:
+        """Answer a metric query (MODEL.md §6); builds whatever it reads first if needed."""
+        compiled = self.compile(query, **fields)
+        self.ensure_built(progress)
+        return self.engine.arrow(compiled.sql)
+
+    def explain(self, query: Query | None = None, **fields) -> str:
+        return self.compile(query, **fields).explain()
 
     def close(self) -> None:
         self.engine.close()

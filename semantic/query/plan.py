@@ -1,0 +1,311 @@
+"""Query + Model → Plan: which view answers each leaf metric, at which grain, reached through which joins.
+
+The plan exists before any SQL and prints itself (`explain`). Every metric of the query is reduced to a
+formula over *leaf columns*; each leaf is one aggregate over one view (or one stream, for conversions).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+
+from semantic.errors import QueryError
+from semantic.metrics.tree import MetricTree
+from semantic.project.model import DURATION, GRAINS, Conversion, Cumulative, Measure, Metric
+from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
+from semantic.query.query import Query, parse_order
+
+UNIT_RANK = {"second": -2, "minute": -1, "hour": 0, "day": 1, "week": 2, "month": 3, "quarter": 4, "year": 5}
+
+
+@dataclass(frozen=True)
+class LeafMetric:
+    column: str  # the leaf column this metric's value lands in
+    metric: str
+    measure: Measure | None
+    filter: str | None  # the metric's own filter, on top of the measure's
+
+
+@dataclass
+class Leaf:
+    """One aggregate over one view (or stream) at the query grain; its rows are unique per dimension tuple."""
+
+    name: str
+    view: str | None
+    kind: str  # measure | cumulative | conversion
+    metrics: list[LeafMetric] = field(default_factory=list)
+    joins: list[Hop] = field(default_factory=list)
+    offset: str | None = None
+    cumulative: Cumulative | None = None
+    conversion: Conversion | None = None
+    feature_dims: dict[str, str] = field(default_factory=dict)  # conversion: output → base feature
+    dim_views: dict[str, str] = field(default_factory=dict)  # dimension text → the view this leaf reads it from
+
+    def describe(self) -> str:
+        what = ", ".join(f"{m.column}={m.measure.agg if m.measure else self.kind}({m.metric})" for m in self.metrics)
+        via = " ".join(f"⋈ {h.target} on {h.entity}" for h in self.joins)
+        extra = f" offset {self.offset}" if self.offset else ""
+        if self.cumulative:
+            c = self.cumulative
+            extra += f" cumulative {c.window or (c.grain_to_date + ' to date' if c.grain_to_date else 'all time')}"
+        source = self.view or (self.conversion.stream if self.conversion else "?")
+        return f"{self.name}: {what} from {source}{(' ' + via) if via else ''}{extra}"
+
+
+@dataclass
+class Plan:
+    query: Query
+    dims: list[DimRef]
+    leaves: list[Leaf]
+    metrics: dict[str, exp.Expression]  # output metric → formula over leaf columns
+    filters: list[exp.Expression]  # over DimRef outputs' source dims (resolved per leaf at render)
+    filter_dims: list[DimRef]
+    order: list[tuple[str, bool]]
+    grain: str | None  # metric_time grain when requested
+
+    def describe(self) -> str:
+        lines = [f"metrics: {', '.join(self.metrics)}", f"by: {', '.join(d.output for d in self.dims) or '(total)'}"]
+        if self.filters:
+            lines.append("where: " + " AND ".join(f.sql("duckdb") for f in self.filters))
+        tr = self.query.time_range
+        if tr:
+            lines.append(f"time range: {tr.start or '…'} → {tr.end or '…'}")
+        lines += ["leaves:", *(f"  {leaf.describe()}" for leaf in self.leaves), "formulas:"]
+        lines += [f"  {name} = {f.sql('duckdb')}" for name, f in self.metrics.items()]
+        return "\n".join(lines)
+
+
+def offset_parts(offset: str) -> tuple[int, str]:
+    m = DURATION.match(offset)
+    return int(m.group(1)), m.group(2)
+
+
+class Planner:
+    def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict):
+        self.graph, self.tree, self.streams = graph, tree, streams
+
+    def plan(self, query: Query) -> Plan:
+        self.query = query
+        self.leaves: dict[tuple, Leaf] = {}
+        dims = [self.graph.resolve(d) for d in query.dimensions]
+        outputs = [d.output for d in dims]
+        for d in dims:  # two dims with the same name: name them view__name
+            if outputs.count(d.output) > 1:
+                object.__setattr__(d, "output", f"{d.view}__{d.output}")
+        self.dims = dims
+        self.grain = next((d.grain for d in dims if d.view is None), None)
+        self.filters, self.filter_dims = self._filters(query)
+        metrics = {}
+        for name in query.metrics:
+            metric = self.metric(name)
+            expr = self.formula(metric, None, None)
+            if metric.fill_nulls_with is not None:
+                expr = exp.Coalesce(this=expr, expressions=[exp.convert(metric.fill_nulls_with)])
+            metrics[name] = expr
+        order = [parse_order(o) for o in query.order_by]
+        known = [d.output for d in dims] + list(metrics)
+        for name, _ in order:
+            if name not in known:
+                from semantic.errors import did_you_mean
+
+                raise QueryError(f"cannot order by `{name}`: it is not a requested metric or dimension",
+                                 did_you_mean(name, known) or f"order by one of: {', '.join(known)}")
+        plan = Plan(query, dims, list(self.leaves.values()), metrics, self.filters, self.filter_dims, order,
+                    self.grain)
+        for leaf in plan.leaves:
+            self._route(leaf)
+        return plan
+
+    def metric(self, name: str) -> Metric:
+        self.tree.node(name)  # raises a QueryError with a suggestion
+        return self.graph.model.metrics[name]
+
+    # ------------------------------------------------------------ formulas
+
+    def formula(self, m: Metric, offset: str | None, cumulative: Cumulative | None) -> exp.Expression:
+        """The metric as an expression over leaf columns, registering the leaves it needs."""
+        if m.measure:
+            return self.leaf_column(m, offset, cumulative)
+        if m.conversion:
+            if offset or cumulative:
+                raise QueryError(f"conversion metric `{m.name}` cannot be offset or accumulated",
+                                 "use it directly")
+            return self.conversion_column(m)
+        if m.ratio:
+            num = self.formula(self.metric(m.ratio.numerator), offset, cumulative)
+            den = self.formula(self.metric(m.ratio.denominator), offset, cumulative)
+            return divide(num, den)
+        if m.cumulative:
+            if cumulative:
+                raise QueryError(f"`{m.name}` accumulates an accumulated metric", "accumulate the base metric once")
+            if self.grain is None and (m.cumulative.window or m.cumulative.grain_to_date) and not self.query.time_range:
+                pass  # no time: the value at the end of all data
+            return self.formula(self.metric(m.cumulative.metric), offset, m.cumulative)
+        tree = sqlglot.parse_one(m.expr, read="duckdb")
+
+        def replace(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Column):
+                inp = m.inputs.get(node.name)
+                child = self.metric(inp.metric if inp else node.name)
+                child_offset = combine_offsets(offset, inp.offset if inp else None)
+                value = self.formula(child, child_offset, cumulative)
+                fill = inp.fill_nulls_with if inp and inp.fill_nulls_with is not None else child.fill_nulls_with
+                if fill is not None:
+                    value = exp.Coalesce(this=value, expressions=[exp.convert(fill)])
+                return exp.Paren(this=value)
+            return node
+
+        tree = tree.transform(replace)  # columns first, so divisions below wrap already-replaced operands
+        return tree.transform(lambda n: divide(n.this, n.expression) if type(n) is exp.Div else n)
+
+    def leaf_column(self, m: Metric, offset: str | None, cumulative: Cumulative | None) -> exp.Expression:
+        view, _, measure_name = m.measure.rpartition(".")
+        if not view:
+            view = next(v for v, ms in self.graph.measures.items() if measure_name in ms)
+        measure = self.graph.measures[view][measure_name]
+        if offset:
+            self._check_offset(m.name, offset)
+        kind = "cumulative" if cumulative else "measure"
+        key = (view, offset, cumulative, kind)
+        leaf = self.leaves.get(key)
+        if leaf is None:
+            leaf = Leaf(f"leaf_{len(self.leaves)}", view, kind, offset=offset, cumulative=cumulative)
+            self.leaves[key] = leaf
+        column = m.name + (f"__{re.sub(r'[^a-z0-9]+', '_', offset)}" if offset else "") + \
+            (f"__{leaf.name}" if cumulative else "")
+        if not any(x.column == column for x in leaf.metrics):
+            leaf.metrics.append(LeafMetric(column, m.name, measure, m.filter))
+        return exp.column(column, table="merged", quoted=True)
+
+    def conversion_column(self, m: Metric) -> exp.Expression:
+        key = ("conversion", m.name)
+        if key not in self.leaves:
+            leaf = Leaf(f"leaf_{len(self.leaves)}", None, "conversion", conversion=m.conversion)
+            leaf.metrics.append(LeafMetric(m.name, m.name, None, m.filter))
+            self.leaves[key] = leaf
+        return exp.column(m.name, table="merged", quoted=True)
+
+    def _check_offset(self, metric: str, offset: str) -> None:
+        if self.grain is None:
+            raise QueryError(f"`{metric}` reads an earlier period ({offset}), so the query needs metric_time",
+                             "add e.g. `metric_time__month` to the dimensions")
+        _, unit = offset_parts(offset)
+        if UNIT_RANK[unit] < UNIT_RANK[self.grain]:
+            raise QueryError(f"offset `{offset}` is finer than the query's grain `{self.grain}`",
+                             f"query at `metric_time__{unit}` or finer, or offset by whole {self.grain}s")
+
+    # ------------------------------------------------------------ filters and routes
+
+    def _filters(self, query: Query) -> tuple[list[exp.Expression], list[DimRef]]:
+        """Each filter as an expression whose columns are dimension refs (`"dimension"` placeholders)."""
+        exprs, refs = [], {}
+        for f in query.filters:
+            if isinstance(f, str):
+                try:
+                    tree = sqlglot.parse_one(f, read="duckdb")
+                except sqlglot.errors.ParseError as e:
+                    raise QueryError(f"filter `{f}` does not parse: {e.errors[0]['description'] if e.errors else e}",
+                                     "write a SQL boolean over dimension names, e.g. country in ('US','CA')") from None
+                for c in tree.find_all(exp.Column):
+                    text = f"{c.table}.{c.name}" if c.table else c.name
+                    refs[text] = self.graph.resolve(text)
+                    c.replace(exp.column(text, quoted=True))
+                exprs.append(tree)
+            else:
+                refs[f.dimension] = self.graph.resolve(f.dimension)
+                exprs.append(structured_filter(f))
+        return exprs, list(refs.values())
+
+    def _route(self, leaf: Leaf) -> None:
+        """Check every dimension and filter is reachable from the leaf's view; record the joins needed."""
+        needed = [*self.dims, *self.filter_dims]
+        if leaf.kind == "conversion":
+            self._route_conversion(leaf, needed)
+            return
+        view = self.graph.views[leaf.view]
+        for d in needed:
+            if d.view is None:
+                if not view.time:
+                    raise QueryError(f"view `{leaf.view}` has no time column, so `{d.text}` cannot apply to "
+                                     f"{', '.join(m.metric for m in leaf.metrics)}", f"give view `{leaf.view}` a `time:`")
+                continue
+            try:
+                target, path = self.graph.nearest(leaf.view, d)
+            except QueryError as e:
+                raise QueryError(f"{e.message} (metric {', '.join(m.metric for m in leaf.metrics)})",
+                                 e.suggestion) from None
+            leaf.dim_views[d.text] = target
+            for hop in path:
+                if hop not in leaf.joins:
+                    leaf.joins.append(hop)
+        if (self.query.time_range or leaf.cumulative) and not view.time:
+            raise QueryError(f"view `{leaf.view}` has no time column for the time range", f"give it a `time:`")
+
+    def _route_conversion(self, leaf: Leaf, needed: list[DimRef]) -> None:
+        cv = leaf.conversion
+        stream = self.streams[cv.stream]
+        base = stream.activity(cv.base)
+        features = {f.name for f in base.features}
+        entity_view = next((v for v in self.graph.views.values()
+                            for e in v.entities if e.name == stream.entity and v.primary_key == e.expr), None)
+        for d in needed:
+            if d.view is None:
+                continue
+            if d.name in features and "." not in d.text:
+                leaf.feature_dims[d.output] = d.name
+                continue
+            try:
+                target, path = self.graph.nearest(entity_view.name, d) if entity_view else (None, None)
+            except QueryError:
+                path = None
+            if path is None:
+                raise QueryError(f"dimension `{d.text}` is not a feature of `{cv.base}` nor reachable from entity "
+                                 f"`{stream.entity}` (conversion metric {leaf.metrics[0].metric})",
+                                 f"use one of: {', '.join(sorted(features))}")
+            leaf.dim_views[d.text] = target
+            hops = [Hop("__base__", stream.entity, entity_view.name, entity_view.primary_key, stream.entity), *path]
+            for hop in hops:
+                if hop not in leaf.joins:
+                    leaf.joins.append(hop)
+
+
+def combine_offsets(a: str | None, b: str | None) -> str | None:
+    if not a or not b:
+        return a or b
+    (na, ua), (nb, ub) = offset_parts(a), offset_parts(b)
+    if ua != ub:
+        raise QueryError(f"cannot combine offsets `{a}` and `{b}`", "nest offsets of the same unit only")
+    return f"{na + nb} {ua}s"
+
+
+def divide(num: exp.Expression, den: exp.Expression) -> exp.Expression:
+    """NULL-safe division in floating point: x / 0 is NULL, never infinity or an error."""
+    return exp.Div(this=exp.cast(exp.Paren(this=num), "double"),
+                   expression=exp.Nullif(this=exp.Paren(this=den), expression=exp.Literal.number(0)))
+
+
+def structured_filter(f) -> exp.Expression:
+    column = exp.column(f.dimension, quoted=True)
+    values = [exp.convert(v) for v in f.values]
+    op = f.op
+    if op in ("in", "not in"):
+        cond = exp.In(this=column, expressions=values)
+        return exp.Not(this=cond) if op == "not in" else cond
+    if op == "between":
+        if len(values) != 2:
+            raise QueryError(f"`between` on `{f.dimension}` needs two values", "values: [low, high]")
+        return exp.Between(this=column, low=values[0], high=values[1])
+    if op in ("is null", "is not null"):
+        cond = exp.Is(this=column, expression=exp.Null())
+        return exp.Not(this=cond) if op == "is not null" else cond
+    if len(values) != 1:
+        raise QueryError(f"`{op}` on `{f.dimension}` takes one value", "use `in` for several")
+    cls = {"=": exp.EQ, "!=": exp.NEQ, "<>": exp.NEQ, ">": exp.GT, ">=": exp.GTE, "<": exp.LT, "<=": exp.LTE,
+           "like": exp.Like}[op]
+    return cls(this=column, expression=values[0])
+
+
+__all__ = ["GRAINS", "METRIC_TIME", "Leaf", "Plan", "Planner"]

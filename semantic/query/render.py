@@ -1,0 +1,345 @@
+"""Plan → one sqlglot SELECT: each leaf aggregated in its own view at the query grain, then merged.
+
+Leaves are merged by UNION ALL + GROUP BY on the query's dimensions (every leaf has one row per group, so
+MAX picks its value): an outer join of any number of leaves, NULL-safe on the dimensions, with no fan-out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlglot
+from sqlglot import exp
+
+from semantic.activity.stream import col, entity_key, ident
+from semantic.errors import QueryError
+from semantic.project.model import Measure
+from semantic.query.graph import SemanticGraph, bind_columns
+from semantic.query.plan import Leaf, Plan, offset_parts
+
+
+def interval(n: int, unit: str) -> exp.Interval:
+    return exp.Interval(this=exp.Literal.string(str(n)), unit=exp.var(unit.upper()))
+
+
+def duration(text: str) -> exp.Interval:
+    n, unit = offset_parts(text)
+    return interval(n, unit)
+
+
+def truncate(value: exp.Expression, grain: str) -> exp.Expression:
+    """The first instant of the bucket: DATE for day and coarser, TIMESTAMP for hour."""
+    trunc = exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(grain), exp.cast(value, "timestamp")])
+    return trunc if grain == "hour" else exp.cast(trunc, "date")
+
+
+def timestamp(value: dt.date | dt.datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ") if isinstance(value, dt.datetime)
+                                       else value.isoformat()), "timestamp")
+
+
+def agg(measure: Measure, value: exp.Expression | None, dialect: str) -> exp.Expression:
+    a = measure.agg
+    if a == "count":
+        return exp.Count(this=value if value is not None else exp.Star())
+    if a == "count_distinct" or (a == "approx_count_distinct" and dialect != "duckdb"):
+        return exp.Count(this=exp.Distinct(expressions=[value]))
+    if a == "approx_count_distinct":
+        return exp.ApproxDistinct(this=value)
+    if a == "median":
+        return exp.PercentileCont(this=value, expression=exp.Literal.number(0.5))
+    if a == "percentile":
+        cls = exp.PercentileDisc if measure.discrete else exp.PercentileCont
+        return cls(this=value, expression=exp.Literal.number(measure.p))
+    return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[a](this=value)
+
+
+class Renderer:
+    def __init__(self, graph: SemanticGraph, plan: Plan, dialect: str = "duckdb"):
+        self.graph, self.plan, self.dialect = graph, plan, dialect
+        self.ctes: list[tuple[str, exp.Expression]] = []
+        self.dims = plan.dims
+        self.filter_refs = {d.text: d for d in plan.filter_dims}
+
+    # ------------------------------------------------------------ per leaf
+
+    def dim_expr(self, leaf: Leaf, d, time_alias: str | None = None) -> exp.Expression:
+        if d.view is None:
+            if leaf.kind == "conversion":
+                value = col("ts", "__base__")
+            else:
+                view = self.graph.views[leaf.view]
+                value = bind_columns(self.graph.dims[leaf.view][view.time].sql, time_alias or leaf.view)
+        elif leaf.kind == "conversion" and d.output in leaf.feature_dims:
+            value = col(leaf.feature_dims[d.output], "__base__")
+        else:
+            view = leaf.dim_views.get(d.text, d.view)
+            value = bind_columns(self.graph.dims[view][d.name].sql, view)
+        return truncate(value, d.grain) if d.grain else value
+
+    def time_column(self, leaf: Leaf) -> exp.Expression:
+        if leaf.kind == "conversion":
+            return col("ts", "__base__")
+        view = self.graph.views[leaf.view]
+        return exp.cast(bind_columns(self.graph.dims[leaf.view][view.time].sql, leaf.view), "timestamp")
+
+    def where(self, leaf: Leaf, with_time: bool = True) -> list[exp.Expression]:
+        conds = []
+        for f in self.plan.filters:
+            def bind(node, leaf=leaf):
+                if isinstance(node, exp.Column) and node.name in self.filter_refs:
+                    return self.dim_expr(leaf, self.filter_refs[node.name])
+                return node
+            conds.append(f.copy().transform(bind))
+        tr = self.plan.query.time_range
+        if with_time and tr:
+            conds += self.range_conditions(self.time_column(leaf), tr.start, tr.end, leaf.offset)
+        return conds
+
+    def range_conditions(self, ts, start, end, offset: str | None) -> list[exp.Expression]:
+        """time_range at row level; a date `end` includes its whole day; offsets look further back."""
+        conds = []
+        shift = (lambda e: exp.Sub(this=e, expression=duration(offset))) if offset else (lambda e: e)
+        if start is not None:
+            conds.append(exp.GTE(this=ts.copy(), expression=shift(timestamp(start))))
+        if end is not None:
+            if isinstance(end, dt.datetime):
+                conds.append(exp.LTE(this=ts.copy(), expression=shift(timestamp(end))))
+            else:
+                conds.append(exp.LT(this=ts.copy(), expression=shift(timestamp(end + dt.timedelta(days=1)))))
+        return conds
+
+    def source(self, leaf: Leaf) -> exp.Select:
+        """FROM the leaf's view, LEFT JOINed many-to-one to every view its dimensions live in."""
+        if leaf.kind == "conversion":
+            query = exp.select().from_(self.conversion_base(leaf))
+        else:
+            query = exp.select().from_(exp.alias_(self.graph.relation(leaf.view), leaf.view, table=True))
+        for hop in leaf.joins:
+            on = exp.EQ(this=col(hop.source_column, hop.source), expression=col(hop.target_column, hop.target))
+            query = query.join(exp.alias_(self.graph.relation(hop.target), hop.target, table=True), on=on,
+                               join_type="left")
+        return query
+
+    def measure_value(self, leaf: Leaf, m) -> tuple[exp.Expression | None, exp.Expression | None]:
+        """The measure's argument and its filter (measure filter AND metric filter), bound to the view."""
+        measure = m.measure
+        value = None if (measure.agg == "count" and not measure.expr) else bind_columns(measure.expr or measure.name,
+                                                                                         leaf.view)
+        conds = [self.view_condition(leaf.view, f) for f in (measure.filter, m.filter) if f]
+        return value, (exp.and_(*conds) if conds else None)
+
+    def view_condition(self, view: str, sql: str) -> exp.Expression:
+        """A filter over the view's dimension names and source columns."""
+        dims = self.graph.dims[view]
+        tree = sqlglot.parse_one(sql, read="duckdb")
+
+        def bind(node):
+            if isinstance(node, exp.Column) and not node.table:
+                dim = dims.get(node.name)
+                if dim and dim.sql != node.name:
+                    return exp.Paren(this=bind_columns(dim.sql, view))
+                return col(node.name, view)
+            return node
+
+        return tree.transform(bind)
+
+    def aggregate(self, leaf: Leaf, m, value_of=None) -> exp.Expression:
+        value, cond = value_of(m) if value_of else self.measure_value(leaf, m)
+        result = agg(m.measure, value, self.dialect)
+        return exp.Filter(this=result, expression=exp.Where(this=cond)) if cond is not None else result
+
+    def leaf_query(self, leaf: Leaf) -> exp.Expression:
+        if leaf.kind == "conversion":
+            return self.conversion(leaf)
+        if leaf.kind == "cumulative":
+            return self.cumulative(leaf)
+        query = self.source(leaf)
+        outputs = [exp.alias_(self.dim_expr(leaf, d), d.output, quoted=True) for d in self.dims]
+        aggs = [exp.alias_(self.aggregate(leaf, m), m.column, quoted=True) for m in leaf.metrics]
+        query = query.select(*outputs, *aggs)
+        for cond in self.where(leaf):
+            query = query.where(cond)
+        if self.dims:
+            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+        return query
+
+    # ------------------------------------------------------------ cumulative
+
+    def cumulative(self, leaf: Leaf) -> exp.Expression:
+        """Each period's value over its window: periods where the base has rows × the rows in their window."""
+        c, grain = leaf.cumulative, self.plan.grain
+        other = [d for d in self.dims if d.view is not None]
+        rows_name, periods_name = f"{leaf.name}_rows", f"{leaf.name}_periods"
+        rows = self.source(leaf).select(
+            *(exp.alias_(self.dim_expr(leaf, d), d.output, quoted=True) for d in other),
+            exp.alias_(self.time_column(leaf), "__ts", quoted=True))
+        for i, m in enumerate(leaf.metrics):
+            value, cond = self.measure_value(leaf, m)
+            rows = rows.select(exp.alias_(value if value is not None else exp.Literal.number(1), f"__v{i}", quoted=True),
+                               exp.alias_(cond if cond is not None else exp.true(), f"__f{i}", quoted=True))
+        for cond in self.where(leaf, with_time=False):
+            rows = rows.where(cond)
+        tr = self.plan.query.time_range
+        if tr and tr.end is not None:  # inputs come from all data up to the range's end
+            rows = rows.where(self.range_conditions(col("__ts", None), None, tr.end, None)[0].transform(
+                lambda n: self.time_column(leaf) if isinstance(n, exp.Column) and n.name == "__ts" else n))
+        self.ctes.append((rows_name, rows))
+        r = lambda name: col(name, "r")  # noqa: E731
+        value_of = lambda m: (r(f"__v{leaf.metrics.index(m)}"), r(f"__f{leaf.metrics.index(m)}"))  # noqa: E731
+        if grain is None:  # no metric_time: the value at the end of the range (or of the data)
+            end = self.range_end(rows_name)
+            query = exp.select(*(exp.alias_(r(d.output), d.output, quoted=True) for d in other),
+                               *(exp.alias_(self.aggregate(leaf, m, value_of), m.column, quoted=True)
+                                 for m in leaf.metrics))
+            query = query.from_(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True))
+            query = query.where(exp.LT(this=r("__ts"), expression=end))
+            start = self.window_start(c, end)
+            if start is not None:
+                query = query.where(exp.GTE(this=r("__ts"), expression=start))
+            if other:
+                query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(other))))
+            return query
+        label = next(d.output for d in self.dims if d.view is None)
+        periods = exp.select(*(col(d.output) for d in other),
+                             exp.alias_(truncate(col("__ts"), grain), label, quoted=True)).distinct()
+        periods = periods.from_(exp.Table(this=ident(rows_name)))
+        for cond in self.range_conditions(col("__ts"), tr.start if tr else None, tr.end if tr else None, None):
+            periods = periods.where(cond)
+        self.ctes.append((periods_name, periods))
+        p_time = col(label, "p")
+        step = grain if c.period_agg != "first" else ("hour" if grain == "hour" else "day")
+        end = exp.Add(this=exp.cast(p_time, "timestamp"), expression=interval(1, step))
+        on = [exp.NullSafeEQ(this=r(d.output), expression=col(d.output, "p")) for d in other]
+        on.append(exp.LT(this=r("__ts"), expression=end))
+        start = self.window_start(c, end.copy())
+        if start is not None:
+            on.append(exp.GTE(this=r("__ts"), expression=start))
+        query = exp.select(*(exp.alias_(col(d.output, "p"), d.output, quoted=True) for d in self.dims),
+                           *(exp.alias_(self.aggregate(leaf, m, value_of), m.column, quoted=True)
+                             for m in leaf.metrics))
+        query = query.from_(exp.alias_(exp.Table(this=ident(periods_name)), "p", table=True))
+        query = query.join(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True), on=exp.and_(*on),
+                           join_type="inner")
+        return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+
+    def window_start(self, c, end: exp.Expression) -> exp.Expression | None:
+        if c.window:
+            return exp.Sub(this=end, expression=duration(c.window))
+        if c.grain_to_date:
+            last_instant = exp.Sub(this=end, expression=interval(1, "microsecond"))
+            return exp.cast(exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(c.grain_to_date),
+                                                                         last_instant]), "timestamp")
+        return None
+
+    def range_end(self, rows_name: str) -> exp.Expression:
+        tr = self.plan.query.time_range
+        if tr and tr.end is not None:
+            end = tr.end if isinstance(tr.end, dt.datetime) else tr.end + dt.timedelta(days=1)
+            return timestamp(end)
+        latest = exp.select(exp.Max(this=col("__ts"))).from_(exp.Table(this=ident(rows_name)))
+        return exp.Add(this=exp.Subquery(this=latest), expression=interval(1, "microsecond"))
+
+    # ------------------------------------------------------------ conversion
+
+    def conversion_base(self, leaf: Leaf) -> exp.Expression:
+        cv = leaf.conversion
+        stream = self.graph.model.streams[cv.stream]
+        schema = self.graph.schema
+        base = exp.Table(this=ident(f"{stream.name}__{cv.base}"), db=ident(schema))
+        conv = exp.Table(this=ident(f"{stream.name}__{cv.conversion}"), db=ident(schema))
+        converted = exp.select(exp.Literal.number(1)).from_(exp.alias_(conv, "c", table=True)).where(exp.and_(
+            exp.EQ(this=entity_key(stream, "c"), expression=entity_key(stream, "b")),
+            exp.GT(this=col("ts", "c"), expression=col("ts", "b")),
+            exp.LTE(this=col("ts", "c"), expression=exp.Add(this=col("ts", "b"), expression=duration(cv.window))),
+        ))
+        rows = exp.select(exp.Star(), exp.alias_(exp.Exists(this=converted), "__converted", quoted=True))
+        return exp.alias_(exp.Subquery(this=rows.from_(exp.alias_(base, "b", table=True))), "__base__", table=True)
+
+    def conversion(self, leaf: Leaf) -> exp.Expression:
+        cv = leaf.conversion
+        converted = exp.Filter(this=exp.Count(this=exp.Star()),
+                               expression=exp.Where(this=col("__converted", "__base__")))
+        value = converted if cv.calculation == "count" else exp.Div(
+            this=exp.cast(converted, "double"), expression=exp.Nullif(this=exp.Count(this=exp.Star()),
+                                                                      expression=exp.Literal.number(0)))
+        query = self.source(leaf).select(*(exp.alias_(self.dim_expr(leaf, d), d.output, quoted=True) for d in self.dims),
+                                         exp.alias_(value, leaf.metrics[0].column, quoted=True))
+        for cond in self.where(leaf):
+            query = query.where(cond)
+        if self.dims:
+            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+        return query
+
+    # ------------------------------------------------------------ the whole query
+
+    def render(self) -> exp.Select:
+        plan = self.plan
+        base = [leaf for leaf in plan.leaves if not leaf.offset]
+        shifted = [leaf for leaf in plan.leaves if leaf.offset]
+        if not base:
+            raise QueryError("every metric of this query reads only earlier periods",
+                             "add a metric without an offset, e.g. the metric being compared")
+        home: dict[str, str] = {}
+        for leaf in plan.leaves:
+            self.ctes.append((leaf.name, self.leaf_query(leaf)))
+            for m in leaf.metrics:
+                home[m.column] = leaf.name
+        outputs = [d.output for d in self.dims]
+        if len(base) == 1:
+            merged = exp.Table(this=ident(base[0].name))
+            for m in base[0].metrics:
+                home[m.column] = "merged"
+        else:
+            columns = [m.column for leaf in base for m in leaf.metrics]
+            branches = []
+            for leaf in base:
+                mine = {m.column for m in leaf.metrics}
+                branches.append(exp.select(*(col(o) for o in outputs),
+                                           *(col(c) if c in mine else exp.alias_(exp.null(), c, quoted=True)
+                                             for c in columns)).from_(exp.Table(this=ident(leaf.name))))
+            union = branches[0]
+            for b in branches[1:]:
+                union = exp.union(union, b, distinct=False)
+            merged_q = exp.select(*(col(o) for o in outputs),
+                                  *(exp.alias_(exp.Max(this=col(c)), c, quoted=True) for c in columns))
+            merged_q = merged_q.from_(exp.Subquery(this=union, alias=exp.TableAlias(this=ident("u"))))
+            if outputs:
+                merged_q = merged_q.group_by(*(exp.Literal.number(i + 1) for i in range(len(outputs))))
+            self.ctes.append(("merged_leaves", merged_q))
+            merged = exp.Table(this=ident("merged_leaves"))
+            for c in columns:
+                home[c] = "merged"
+        query = exp.select(*(exp.alias_(col(o, "merged"), o, quoted=True) for o in outputs))
+        query = query.from_(exp.alias_(merged, "merged", table=True))
+        for leaf in shifted:
+            on = []
+            for d in self.dims:
+                if d.view is None:
+                    target = exp.cast(exp.Sub(this=col(d.output, "merged"), expression=duration(leaf.offset)),
+                                      "timestamp" if d.grain == "hour" else "date")
+                    on.append(exp.EQ(this=col(d.output, leaf.name), expression=target))
+                else:
+                    on.append(exp.NullSafeEQ(this=col(d.output, leaf.name), expression=col(d.output, "merged")))
+            query = query.join(exp.Table(this=ident(leaf.name)), on=exp.and_(*on) if on else exp.true(),
+                               join_type="left")
+
+        def place(node):
+            if isinstance(node, exp.Column) and node.table == "merged" and node.name in home:
+                return col(node.name, home[node.name])
+            return node
+
+        for name, formula in plan.metrics.items():
+            query = query.select(exp.alias_(formula.copy().transform(place), name, quoted=True))
+        if plan.order:
+            query = query.order_by(*(exp.Ordered(this=col(name), desc=desc, nulls_first=False)
+                                     for name, desc in plan.order))
+        if plan.query.limit is not None:
+            query = query.limit(plan.query.limit)
+        for name, cte in self.ctes:
+            query = query.with_(name, as_=cte)
+        return query
+
+
+def render(graph: SemanticGraph, plan: Plan, dialect: str = "duckdb") -> exp.Select:
+    return Renderer(graph, plan, dialect).render()

@@ -1,0 +1,164 @@
+"""The `phloem` command. Exit codes: 0 ok, 1 model/query/build error (readable message), 2 usage."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from semantic import PhloemError, Project
+from semantic.project.load import find_project, load_project
+
+app = typer.Typer(help="Phloem: a semantic layer built on activity streams.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+out = Console(width=None if sys.stdout.isatty() else 240)  # pipes get whole rows, not folded cells
+err = Console(stderr=True)
+
+ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: nearest phloem.yml).")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn every error a user can cause into a message and exit code 1, never a traceback."""
+    try:
+        yield
+    except PhloemError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except duckdb.Error as e:
+        err.print(f"[red]warehouse error:[/red] {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator:
+    """A rich progress bar fed by the library's (name, done, total) callbacks; quiet when not a terminal."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(name: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{label} {name}", completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create.")]) -> None:
+    """Scaffold a working project (a stream over a CSV seed, a dataset, a view, metrics)."""
+    if (directory / "phloem.yml").exists():
+        err.print(f"[red]error:[/red] {directory} already holds a phloem.yml; choose an empty folder")
+        raise typer.Exit(1)
+    template = resources.files("semantic.demo") / "starter"
+    with resources.as_file(template) as src:
+        shutil.copytree(src, directory, dirs_exist_ok=True)
+    out.print(f"Created a Phloem project in [bold]{directory}[/bold]. Next:\n"
+              f"  cd {directory} && phloem validate && phloem build && phloem dataset orders")
+
+
+@app.command()
+def validate(project: ProjectOpt = None) -> None:
+    """Load and check every model file; report every problem at once."""
+    with user_errors():
+        model = load_project(project)
+    counts = {k: len(getattr(model, k)) for k in ("streams", "datasets", "views", "metrics")}
+    out.print(f"[green]ok[/green] {model.settings.name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@app.command()
+def build(project: ProjectOpt = None,
+          force: Annotated[bool, typer.Option("--force", help="Rebuild even what is up to date.")] = False) -> None:
+    """Materialize streams and datasets (atomic: a failed build leaves the previous tables readable)."""
+    with user_errors(), _open(project) as p, progress_bar("building") as update:
+        report = p.build(force=force, progress=update)
+    for name in report.built:
+        out.print(f"built {name} in {report.seconds[name]:.2f}s")
+    out.print(f"[green]{len(report.built)} built[/green], {len(report.fresh)} already up to date")
+
+
+@app.command()
+def dataset(name: str, project: ProjectOpt = None,
+            format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+            limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = 20) -> None:
+    """Print a dataset's rows (building it first if needed)."""
+    with user_errors(), _open(project) as p, progress_bar("building") as update:
+        table = p.dataset(name, limit=limit, progress=update)
+    print_table(table, format, title=name)
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo project.")] = Path("phloem-demo"),
+         scale: Annotated[int, typer.Option("--scale", min=10, help="Number of orders to generate.")] = 100_000,
+         seed: Annotated[int, typer.Option("--seed")] = 7) -> None:
+    """Generate the demo shop's data at a scale, build it, and show its orders."""
+    from semantic.demo.generate import generate
+
+    if not (directory / "phloem.yml").exists():
+        with resources.as_file(resources.files("semantic.demo") / "project") as src:
+            shutil.copytree(src, directory, dirs_exist_ok=True)
+    with user_errors():
+        model = load_project(directory)
+        con = duckdb.connect(model.database_path)
+        try:
+            with err.status(f"generating {scale:,} orders"):
+                counts = generate(con, scale=scale, seed=seed)
+        finally:
+            con.close()
+        err.print("generated " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
+        with _open(directory) as p, progress_bar("building") as update:
+            p.build(force=True, progress=update)
+            table = p.dataset("orders", limit=10)
+    print_table(table, Format.table, title=f"orders (first 10 of {scale:,}) — project in {directory}")
+
+
+@contextmanager
+def _open(project: Path | None) -> Iterator[Project]:
+    p = Project.load(find_project(project))
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def print_table(table: pa.Table, format: Format, title: str = "") -> None:
+    if format is Format.csv:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    elif format is Format.json:
+        sys.stdout.write(orjson.dumps(table.to_pylist(), default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        t = Table(title=title, show_lines=False)
+        for name in table.column_names:
+            t.add_column(name, no_wrap=True)
+        for row in table.to_pylist():
+            t.add_row(*("" if v is None else str(v) for v in row.values()))
+        out.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
