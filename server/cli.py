@@ -6,7 +6,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +31,7 @@ err = Console(stderr=True)
 ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: nearest phloem.yml).")]
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -129,6 +129,62 @@ def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the
             p.build(force=True, progress=update)
             table = p.dataset("orders", limit=10)
     print_table(table, Format.table, title=f"orders (first 10 of {scale:,}) — project in {directory}")
+
+
+@app.command()
+def query(
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated metric names.")],
+    by: Annotated[str, typer.Option("--by", "-b", help="Dimensions, e.g. channel,metric_time__month.")] = "",
+    where: Annotated[list[str] | None, typer.Option("--where", "-w", help="SQL boolean over dimensions.")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Start of the time range (date or timestamp).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End of the time range; a date includes the whole day.")] = None,
+    order: Annotated[list[str] | None, typer.Option("--order", "-o", help="-profit or profit:desc.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    explain: Annotated[bool, typer.Option("--explain", help="Print the plan and SQL, run nothing.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Any metrics by any dimensions: `phloem query -m profit,margin --by channel,metric_time__month`."""
+    time_range = {"start": start, "end": end} if (start or end) else None
+    fields = dict(metrics=metrics, dimensions=by, filters=where or [], time_range=time_range,
+                  order_by=[o for x in order or [] for o in x.split(",")], limit=limit)
+    with user_errors(), _open(project) as p:
+        if explain:
+            out.print(p.explain(**fields), highlight=False, markup=False, soft_wrap=True)
+            return
+        with progress_bar("building") as update:
+            table = p.query(progress=update, **fields)
+    print_table(table, format, title=metrics)
+
+
+@app.command()
+def tree(metric: Annotated[str | None, typer.Argument(help="Draw only this metric's subtree.")] = None,
+         project: ProjectOpt = None) -> None:
+    """Draw the metric tree: each metric, how it is computed, and what moves it up or down."""
+    from rich.tree import Tree
+
+    from semantic.metrics.tree import MetricTree
+
+    with user_errors():
+        model = load_project(project)
+        mt = MetricTree.from_metrics(model.metrics)
+        roots = [mt.node(metric).name] if metric else sorted(mt.roots(), key=lambda n: -mt.nodes[n].depth)
+
+    def label(name: str, edge=None) -> str:
+        node = mt.nodes[name]
+        how = f" [dim]= {node.formula}[/dim]" if node.kind != "simple" else f" [dim]({node.measure})[/dim]"
+        sign = "" if edge is None else ("[green]+[/green] " if edge.sign > 0 else "[red]−[/red] ")
+        offset = f" [yellow](offset {edge.offset})[/yellow]" if edge is not None and edge.offset else ""
+        return f"{sign}[bold]{name}[/bold]{how}{offset}"
+
+    def grow(branch: Tree, name: str) -> None:
+        for edge in mt.children(name):
+            grow(branch.add(label(edge.child, edge)), edge.child)
+
+    for root in roots:
+        t = Tree(label(root))
+        grow(t, root)
+        out.print(t)
 
 
 @contextmanager

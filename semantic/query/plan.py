@@ -242,7 +242,7 @@ class Planner:
                 if hop not in leaf.joins:
                     leaf.joins.append(hop)
         if (self.query.time_range or leaf.cumulative) and not view.time:
-            raise QueryError(f"view `{leaf.view}` has no time column for the time range", f"give it a `time:`")
+            raise QueryError(f"view `{leaf.view}` has no time column for the time range", "give it a `time:`")
 
     def _route_conversion(self, leaf: Leaf, needed: list[DimRef]) -> None:
         cv = leaf.conversion
