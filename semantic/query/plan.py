@@ -65,6 +65,7 @@ class Plan:
     filter_dims: list[DimRef]
     order: list[tuple[str, bool]]
     grain: str | None  # metric_time grain when requested
+    spine: bool = False  # some metric says join_to_timespine: every period in range appears
 
     def describe(self) -> str:
         lines = [f"metrics: {', '.join(self.metrics)}", f"by: {', '.join(d.output for d in self.dims) or '(total)'}"]
@@ -113,8 +114,9 @@ class Planner:
 
                 raise QueryError(f"cannot order by `{name}`: it is not a requested metric or dimension",
                                  did_you_mean(name, known) or f"order by one of: {', '.join(known)}")
+        spine = self.grain is not None and any(self.metric(n).join_to_timespine for n in query.metrics)
         plan = Plan(query, dims, list(self.leaves.values()), metrics, self.filters, self.filter_dims, order,
-                    self.grain)
+                    self.grain, spine)
         for leaf in plan.leaves:
             self._route(leaf)
         return plan

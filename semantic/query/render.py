@@ -310,6 +310,8 @@ class Renderer:
             merged = exp.Table(this=ident("merged_leaves"))
             for c in columns:
                 home[c] = "merged"
+        if plan.spine:
+            merged = self.spine(merged)
         query = exp.select(*(exp.alias_(col(o, "merged"), o, quoted=True) for o in outputs))
         query = query.from_(exp.alias_(merged, "merged", table=True))
         for leaf in shifted:
@@ -339,6 +341,36 @@ class Renderer:
         for name, cte in self.ctes:
             query = query.with_(name, as_=cte)
         return query
+
+
+    def spine(self, merged: exp.Table) -> exp.Table:
+        """join_to_timespine: every period in range, for each combination of the other dimensions seen."""
+        grain = self.plan.grain
+        label = next(d.output for d in self.dims if d.view is None)
+        other = [d.output for d in self.dims if d.view is not None]
+        tr = self.plan.query.time_range
+        bounds = []
+        for value, fn in ((tr.start if tr else None, exp.Min), (tr.end if tr else None, exp.Max)):
+            if value is not None:
+                bounds.append(exp.cast(truncate(timestamp(value), grain), "timestamp"))
+            else:
+                bounds.append(exp.cast(exp.Subquery(this=exp.select(fn(this=col(label))).from_(merged.copy())),
+                                       "timestamp"))
+        series = exp.Anonymous(this="GENERATE_SERIES", expressions=[*bounds, interval(1, grain)])
+        periods = exp.select(exp.alias_(exp.cast(col("t", "s"), "timestamp" if grain == "hour" else "date"), label,
+                                        quoted=True))
+        periods = periods.from_(exp.Table(this=series, alias=exp.TableAlias(this=ident("s"), columns=[ident("t")])))
+        seen = exp.select(*(col(o) for o in other)).distinct().from_(merged.copy())
+        spine = exp.select(col(label, "p"), *(col(o, "o") for o in other)).from_(periods.subquery("p"))
+        if other:
+            spine = spine.join(seen.subquery("o"), join_type="cross")
+        m_cols = [c for leaf in self.plan.leaves if not leaf.offset for c in (m.column for m in leaf.metrics)]
+        filled = exp.select(*(col(o, "sp") for o in [label, *other]), *(col(c, "m") for c in m_cols))
+        filled = filled.from_(spine.subquery("sp")).join(
+            exp.alias_(merged.copy(), "m", table=True), join_type="left",
+            on=exp.and_(*(exp.NullSafeEQ(this=col(o, "sp"), expression=col(o, "m")) for o in [label, *other])))
+        self.ctes.append(("spined", filled))
+        return exp.Table(this=ident("spined"))
 
 
 def render(graph: SemanticGraph, plan: Plan, dialect: str = "duckdb") -> exp.Select:

@@ -110,6 +110,15 @@ RELATIONSHIPS = {
                        [50, 90, 60, 7]),
     "ids_in_between": (agg("aggregate_in_between", {"name": "ids_in_between", "agg": "listagg",
                                                     "expr": "activity_id"}), ["b2,b3", "b4,b5", "b6", "x1"]),
+    # extra `join` conditions are ANDed into the candidates (first/last then rank the candidates)
+    "first_after_join": (pick("first_after", "first_after_join", join="joined.amount >= 50"),
+                         ["b5", "b5", "b6", N]),
+    "last_in_between_join": (pick("last_in_between", "last_in_between_join", join="joined.amount < 50"),
+                             ["b3", "b4", N, "x1"]),
+    "sum_before_join": (agg("aggregate_before", {"name": "sum_before_join", "agg": "sum", "expr": "amount"},
+                            join="joined.amount > 10"), [N, 20, 90, N]),
+    "count_all_ever_join": (agg("aggregate_all_ever", {"name": "count_all_ever_join", "agg": "count"},
+                                join="joined.amount > 25"), [4, 4, 4, 0]),
 }
 S_PRIMARY = ["p1", "p2", "p3", "q1"]
 
@@ -142,6 +151,8 @@ TIES_APPENDS = [
     pick("first_before", "first_before"), pick("last_before", "last_before"),
     pick("first_after", "first_after"), pick("last_after", "last_after"),
     pick("first_in_between", "first_in_between"), pick("last_in_between", "last_in_between"),
+    pick("last_ever", "last_ever_join", join="joined.amount > 0"),
+    pick("last_in_between", "last_in_between_join", join="joined.amount > 0"),
     agg("aggregate_in_between", {"name": "count_in_between", "agg": "count"},
         {"name": "ids_in_between", "agg": "listagg", "expr": "activity_id"}),
     agg("aggregate_all_ever", {"name": "first_amount", "agg": "first_value", "expr": "amount"},
@@ -479,6 +490,9 @@ def test_ties_picks(project):
         "p4": ("10", "8", "9", "10", "9", N, N, N, N, 0, N),
     }
     assert {(r["first_amount"], r["last_amount"], r["ids_ever"]) for r in rows.values()} == {(2, 3, "10,9,11,8")}
+    # the same picks through extra join conditions (ranked candidates) break ties the same way
+    assert {p: (r["last_ever_join"], r["last_in_between_join"]) for p, r in rows.items()} == {
+        "p1": ("8", "9"), "p2": ("8", N), "p3": ("8", "8"), "p4": ("8", N)}
 
 
 def test_ties_primary_selectors(project):
