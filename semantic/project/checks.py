@@ -55,8 +55,10 @@ class _Checker:
         if (of, value) in self.broken:
             return  # declared, but invalid: that problem is already reported
         choices = list(choices)
-        hint = did_you_mean(value, choices) or (f"known: {', '.join(sorted(choices))}" if choices else "")
-        self.add(kind, name, path, f"unknown {what} `{value}`", key, hint)
+        hint = did_you_mean(value, choices) or (f"known: {', '.join(sorted(choices))}" if choices else
+                                                 f"none is declared; declare `{value}` or fix the name")
+        head, of, tail = what.partition(" of ")  # "activity of stream `s`" reads: unknown activity `x` of stream `s`
+        self.add(kind, name, path, f"unknown {head} `{value}`{' of ' + tail if of else ''}", key, hint)
 
     # ------------------------------------------------------------ streams
 
@@ -119,7 +121,7 @@ class _Checker:
         for i, inc in enumerate(d.include):
             if inc not in self.model.dataset_columns:
                 self.unknown("datasets", d.name, ("include", i), "dataset column", inc, self.model.dataset_columns,
-                             f"{d.name}.include")
+                             f"{d.name}.include", "dataset_columns")
             elif self.model.dataset_columns[inc][0] != d.stream:
                 self.add("datasets", d.name, ("include", i), f"dataset column `{inc}` is on another stream",
                          f"{d.name}.include", f"use a column of stream `{d.stream}`")

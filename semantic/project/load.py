@@ -212,7 +212,10 @@ def pydantic_problems(error: ValidationError, cls: type[BaseModel], file: str, b
                       positions: Positions, name: str = "", data: Any = None) -> list[Problem]:
     """Turn pydantic's errors into Problems with line, dotted key and a suggestion."""
     out = []
-    for err in error.errors():
+    errors = error.errors()
+    for err in errors:
+        if err["type"] == "too_short" and any(e["loc"][: len(err["loc"])] == err["loc"] != e["loc"] for e in errors):
+            continue  # pydantic also calls a list too short when its items failed; those errors are the real ones
         loc = tuple(x for x in err["loc"] if isinstance(x, int) or not _internal(x))
         kind, msg, suggestion = err["type"], err["msg"].removeprefix("Value error, "), _FIXES.get(err["type"], "")
         cause = err.get("ctx", {}).get("error")

@@ -173,8 +173,11 @@ class Primary(Frozen):
     @model_validator(mode="after")
     def _nth(self) -> Primary:
         if self.select == "nth" and self.nth is None:
-            raise Invalid("`select: nth` needs `nth: N` (the 1-based occurrence to keep)",
-                          "add `nth: 2` to keep each entity's second occurrence", ("select",))
+            raise Invalid(
+                "`select: nth` needs `nth: N` (the 1-based occurrence to keep)",
+                "add `nth: 2` to keep each entity's second occurrence",
+                ("select",),
+            )
         return self
 
 
@@ -207,17 +210,30 @@ class Append(Frozen):
     @model_validator(mode="after")
     def _check(self) -> Append:
         if self.relationship.startswith("nth") and self.nth is None:
-            raise Invalid(f"`relationship: {self.relationship}` needs `nth: N`",
-                          "add `nth: 2` (the 1-based occurrence to pick)", ("relationship",))
+            raise Invalid(
+                f"`relationship: {self.relationship}` needs `nth: N`",
+                "add `nth: 2` (the 1-based occurrence to pick)",
+                ("relationship",),
+            )
         for j, c in enumerate(self.columns):
             if self.is_aggregate and c.agg is None:
-                raise Invalid(f"column `{c.name}`: an aggregate relationship needs `agg:` on every column",
-                              "add e.g. `agg: sum`, `agg: count` or `agg: max`", ("columns", j))
+                raise Invalid(
+                    f"column `{c.name}`: an aggregate relationship needs `agg:` on every column",
+                    "add e.g. `agg: sum`, `agg: count` or `agg: max`",
+                    ("columns", j),
+                )
             if not self.is_aggregate and c.agg is not None:
-                window = self.relationship.rsplit("_", 1)[-1].replace("ever", "all_ever").replace("between", "in_between")
-                raise Invalid(f"column `{c.name}`: `agg` only applies to aggregate_* relationships, "
-                              f"not {self.relationship}",
-                              f"remove `agg:`, or use `relationship: aggregate_{window}`", ("columns", j, "agg"))
+                window = (
+                    self.relationship.rsplit("_", 1)[-1]
+                    .replace("ever", "all_ever")
+                    .replace("between", "in_between")
+                )
+                raise Invalid(
+                    f"column `{c.name}`: `agg` only applies to aggregate_* relationships, "
+                    f"not {self.relationship}",
+                    f"remove `agg:`, or use `relationship: aggregate_{window}`",
+                    ("columns", j, "agg"),
+                )
         return self
 
 
@@ -271,8 +287,11 @@ class Measure(Frozen):
     @model_validator(mode="after")
     def _p(self) -> Measure:
         if self.agg == "percentile" and self.p is None:
-            raise Invalid("`agg: percentile` needs `p:` between 0 and 1", "add e.g. `p: 0.9` for the 90th percentile",
-                          ("agg",))
+            raise Invalid(
+                "`agg: percentile` needs `p:` between 0 and 1",
+                "add e.g. `p: 0.9` for the 90th percentile",
+                ("agg",),
+            )
         return self
 
 
@@ -298,11 +317,16 @@ class View(Frozen):
     def _source(self) -> View:
         given = [k for k in ("dataset", "table", "sql") if getattr(self, k)]
         if len(given) > 1:
-            raise Invalid(f"a view reads exactly one of `dataset`, `table` or `sql` (found {', '.join(given)})",
-                          f"keep one of {', '.join(f'`{k}`' for k in given)}", (given[1],))
+            raise Invalid(
+                f"a view reads exactly one of `dataset`, `table` or `sql` (found {', '.join(given)})",
+                f"keep one of {', '.join(f'`{k}`' for k in given)}",
+                (given[1],),
+            )
         if not given:
-            raise Invalid("a view reads exactly one of `dataset`, `table` or `sql`",
-                          "add `dataset: my_dataset`, `table: schema.table` or `sql: select ...`")
+            raise Invalid(
+                "a view reads exactly one of `dataset`, `table` or `sql`",
+                "add `dataset: my_dataset`, `table: schema.table` or `sql: select ...`",
+            )
         return self
 
 
@@ -313,8 +337,10 @@ def _duration(v: str | None) -> str | None:
     if v is not None and not DURATION.match(str(v)):
         n = re.match(r"\s*(\d+)", str(v))
         spelled = [f"{n.group(1)} {u}{'' if n.group(1) == '1' else 's'}" for u in UNITS] if n else []
-        raise Invalid(f"`{v}` is not a duration",
-                      did_you_mean(v, spelled) or "write a number and a unit, e.g. `7 days`, `1 month`, `12 hours`")
+        raise Invalid(
+            f"`{v}` is not a duration",
+            did_you_mean(v, spelled) or "write a number and a unit, e.g. `7 days`, `1 month`, `12 hours`",
+        )
     return v
 
 
@@ -374,14 +400,19 @@ class Metric(Frozen):
         given = [k for k in ("measure", "expr", "ratio", "cumulative", "conversion") if getattr(self, k)]
         kinds = "a metric is exactly one of `measure`, `expr`, `ratio`, `cumulative` or `conversion`"
         if len(given) > 1:
-            raise Invalid(f"{kinds} (found {', '.join(given)})",
-                          f"keep one of {', '.join(f'`{k}`' for k in given)}; a second definition is a new metric",
-                          (given[1],))
+            raise Invalid(
+                f"{kinds} (found {', '.join(given)})",
+                f"keep one of {', '.join(f'`{k}`' for k in given)}; a second definition is a new metric",
+                (given[1],),
+            )
         if not given:
             raise Invalid(kinds, "add `measure: view.measure` (a leaf) or `expr: a - b` (over other metrics)")
         if self.inputs and not self.expr:
-            raise Invalid("`inputs` only applies to a derived metric (one with `expr`)",
-                          "write an `expr:` over the input names, or remove `inputs`", ("inputs",))
+            raise Invalid(
+                "`inputs` only applies to a derived metric (one with `expr`)",
+                "write an `expr:` over the input names, or remove `inputs`",
+                ("inputs",),
+            )
         return self
 
     @property

@@ -44,7 +44,9 @@ def _syntax_problem(e: MarkedYAMLError, rows: list[str], file: str) -> Problem:
         line = e.context_mark.line + 1
     elif dup and e.problem_mark and e.context_mark:
         first = _first_key_line(rows, dup.group(1), e.context_mark.line, e.problem_mark)
-        message = f"YAML syntax error: duplicate key `{dup.group(1)}`" + (f" (first on line {first})" if first else "")
+        message = f"YAML syntax error: duplicate key `{dup.group(1)}`" + (
+            f" (first on line {first})" if first else ""
+        )
         return Problem(message, file, line, dup.group(1), hint)
     if _is_tab(what):
         message = "YAML syntax error: a tab character where YAML expects spaces"
@@ -55,7 +57,7 @@ def _syntax_problem(e: MarkedYAMLError, rows: list[str], file: str) -> Problem:
 def _first_key_line(rows: list[str], key: str, start: int, dup) -> int | None:
     """The line of the first `key:` in the mapping holding the duplicate (same column as the duplicate)."""
     for i in range(start, dup.line):
-        if re.match(rf"{re.escape(key)}\s*:", rows[i][dup.column:]):
+        if re.match(rf"{re.escape(key)}\s*:", rows[i][dup.column :]):
             return i + 1
     return None
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
-from semantic.activity.stream import col, ident
 from semantic.errors import ModelError, Problem, QueryError, did_you_mean
 from semantic.project.model import GRAINS, Measure, View
+from semantic.sqltree import col, ident, parse
 
 METRIC_TIME = "metric_time"
 
@@ -164,5 +164,5 @@ def _dims(v: View) -> dict[str, Dim]:
 
 def bind_columns(sql: str, alias: str) -> exp.Expression:
     """A view-level SQL expression with its bare columns pointed at `alias`."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
+    tree = parse(sql)
     return tree.transform(lambda n: col(n.name, alias) if isinstance(n, exp.Column) and not n.table else n)

@@ -17,6 +17,7 @@ from semantic.metrics.tree import MetricTree
 from semantic.project.model import DURATION, GRAINS, Conversion, Cumulative, Measure, Metric
 from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
 from semantic.query.query import Query, parse_order
+from semantic.sqltree import cast, parse
 
 UNIT_RANK = {"second": -2, "minute": -1, "hour": 0, "day": 1, "week": 2, "month": 3, "quarter": 4, "year": 5}
 
@@ -146,7 +147,7 @@ class Planner:
             if self.grain is None and (m.cumulative.window or m.cumulative.grain_to_date) and not self.query.time_range:
                 pass  # no time: the value at the end of all data
             return self.formula(self.metric(m.cumulative.metric), offset, m.cumulative)
-        tree = sqlglot.parse_one(m.expr, read="duckdb")
+        tree = parse(m.expr)
 
         def replace(node: exp.Expression) -> exp.Expression:
             if isinstance(node, exp.Column):
@@ -285,7 +286,7 @@ def combine_offsets(a: str | None, b: str | None) -> str | None:
 
 def divide(num: exp.Expression, den: exp.Expression) -> exp.Expression:
     """NULL-safe division in floating point: x / 0 is NULL, never infinity or an error."""
-    return exp.Div(this=exp.cast(exp.Paren(this=num), "double"),
+    return exp.Div(this=cast(exp.Paren(this=num), "double"),
                    expression=exp.Nullif(this=exp.Paren(this=den), expression=exp.Literal.number(0)))
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlglot
 from sqlglot import exp
 
-from semantic.activity.stream import col, entity_key, ident
+from semantic.activity.stream import entity_key
 from semantic.errors import QueryError
 from semantic.project.model import Measure
 from semantic.query.graph import SemanticGraph, bind_columns
 from semantic.query.plan import Leaf, Plan, offset_parts
+from semantic.sqltree import cast, col, ident, parse, with_ctes
 
 
 def interval(n: int, unit: str) -> exp.Interval:
@@ -29,12 +29,12 @@ def duration(text: str) -> exp.Interval:
 
 def truncate(value: exp.Expression, grain: str) -> exp.Expression:
     """The first instant of the bucket: DATE for day and coarser, TIMESTAMP for hour."""
-    trunc = exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(grain), exp.cast(value, "timestamp")])
-    return trunc if grain == "hour" else exp.cast(trunc, "date")
+    trunc = exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(grain), cast(value, "timestamp")])
+    return trunc if grain == "hour" else cast(trunc, "date")
 
 
 def timestamp(value: dt.date | dt.datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ") if isinstance(value, dt.datetime)
+    return cast(exp.Literal.string(value.isoformat(sep=" ") if isinstance(value, dt.datetime)
                                        else value.isoformat()), "timestamp")
 
 
@@ -81,7 +81,7 @@ class Renderer:
         if leaf.kind == "conversion":
             return col("ts", "__base__")
         view = self.graph.views[leaf.view]
-        return exp.cast(bind_columns(self.graph.dims[leaf.view][view.time].sql, leaf.view), "timestamp")
+        return cast(bind_columns(self.graph.dims[leaf.view][view.time].sql, leaf.view), "timestamp")
 
     def where(self, leaf: Leaf, with_time: bool = True) -> list[exp.Expression]:
         conds = []
@@ -118,7 +118,7 @@ class Renderer:
         for hop in leaf.joins:
             on = exp.EQ(this=col(hop.source_column, hop.source), expression=col(hop.target_column, hop.target))
             query = query.join(exp.alias_(self.graph.relation(hop.target), hop.target, table=True), on=on,
-                               join_type="left")
+                               join_type="left", copy=False)
         return query
 
     def measure_value(self, leaf: Leaf, m) -> tuple[exp.Expression | None, exp.Expression | None]:
@@ -132,7 +132,7 @@ class Renderer:
     def view_condition(self, view: str, sql: str) -> exp.Expression:
         """A filter over the view's dimension names and source columns."""
         dims = self.graph.dims[view]
-        tree = sqlglot.parse_one(sql, read="duckdb")
+        tree = parse(sql)
 
         def bind(node):
             if isinstance(node, exp.Column) and not node.table:
@@ -157,11 +157,11 @@ class Renderer:
         query = self.source(leaf)
         outputs = [exp.alias_(self.dim_expr(leaf, d), d.output, quoted=True) for d in self.dims]
         aggs = [exp.alias_(self.aggregate(leaf, m), m.column, quoted=True) for m in leaf.metrics]
-        query = query.select(*outputs, *aggs)
+        query = query.select(*outputs, *aggs, copy=False)
         for cond in self.where(leaf):
-            query = query.where(cond)
+            query = query.where(cond, copy=False)
         if self.dims:
-            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))), copy=False)
         return query
 
     # ------------------------------------------------------------ cumulative
@@ -177,13 +177,13 @@ class Renderer:
         for i, m in enumerate(leaf.metrics):
             value, cond = self.measure_value(leaf, m)
             rows = rows.select(exp.alias_(value if value is not None else exp.Literal.number(1), f"__v{i}", quoted=True),
-                               exp.alias_(cond if cond is not None else exp.true(), f"__f{i}", quoted=True))
+                               exp.alias_(cond if cond is not None else exp.true(), f"__f{i}", quoted=True), copy=False)
         for cond in self.where(leaf, with_time=False):
-            rows = rows.where(cond)
+            rows = rows.where(cond, copy=False)
         tr = self.plan.query.time_range
         if tr and tr.end is not None:  # inputs come from all data up to the range's end
             rows = rows.where(self.range_conditions(col("__ts", None), None, tr.end, None)[0].transform(
-                lambda n: self.time_column(leaf) if isinstance(n, exp.Column) and n.name == "__ts" else n))
+                lambda n: self.time_column(leaf) if isinstance(n, exp.Column) and n.name == "__ts" else n), copy=False)
         self.ctes.append((rows_name, rows))
         r = lambda name: col(name, "r")  # noqa: E731
         value_of = lambda m: (r(f"__v{leaf.metrics.index(m)}"), r(f"__f{leaf.metrics.index(m)}"))  # noqa: E731
@@ -192,24 +192,24 @@ class Renderer:
             query = exp.select(*(exp.alias_(r(d.output), d.output, quoted=True) for d in other),
                                *(exp.alias_(self.aggregate(leaf, m, value_of), m.column, quoted=True)
                                  for m in leaf.metrics))
-            query = query.from_(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True))
-            query = query.where(exp.LT(this=r("__ts"), expression=end))
+            query = query.from_(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True), copy=False)
+            query = query.where(exp.LT(this=r("__ts"), expression=end), copy=False)
             start = self.window_start(c, end)
             if start is not None:
-                query = query.where(exp.GTE(this=r("__ts"), expression=start))
+                query = query.where(exp.GTE(this=r("__ts"), expression=start), copy=False)
             if other:
-                query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(other))))
+                query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(other))), copy=False)
             return query
         label = next(d.output for d in self.dims if d.view is None)
         periods = exp.select(*(col(d.output) for d in other),
                              exp.alias_(truncate(col("__ts"), grain), label, quoted=True)).distinct()
-        periods = periods.from_(exp.Table(this=ident(rows_name)))
+        periods = periods.from_(exp.Table(this=ident(rows_name)), copy=False)
         for cond in self.range_conditions(col("__ts"), tr.start if tr else None, tr.end if tr else None, None):
-            periods = periods.where(cond)
+            periods = periods.where(cond, copy=False)
         self.ctes.append((periods_name, periods))
         p_time = col(label, "p")
         step = grain if c.period_agg != "first" else ("hour" if grain == "hour" else "day")
-        end = exp.Add(this=exp.cast(p_time, "timestamp"), expression=interval(1, step))
+        end = exp.Add(this=cast(p_time, "timestamp"), expression=interval(1, step))
         on = [exp.NullSafeEQ(this=r(d.output), expression=col(d.output, "p")) for d in other]
         on.append(exp.LT(this=r("__ts"), expression=end))
         start = self.window_start(c, end.copy())
@@ -218,17 +218,17 @@ class Renderer:
         query = exp.select(*(exp.alias_(col(d.output, "p"), d.output, quoted=True) for d in self.dims),
                            *(exp.alias_(self.aggregate(leaf, m, value_of), m.column, quoted=True)
                              for m in leaf.metrics))
-        query = query.from_(exp.alias_(exp.Table(this=ident(periods_name)), "p", table=True))
+        query = query.from_(exp.alias_(exp.Table(this=ident(periods_name)), "p", table=True), copy=False)
         query = query.join(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True), on=exp.and_(*on),
-                           join_type="inner")
-        return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+                           join_type="inner", copy=False)
+        return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))), copy=False)
 
     def window_start(self, c, end: exp.Expression) -> exp.Expression | None:
         if c.window:
             return exp.Sub(this=end, expression=duration(c.window))
         if c.grain_to_date:
             last_instant = exp.Sub(this=end, expression=interval(1, "microsecond"))
-            return exp.cast(exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(c.grain_to_date),
+            return cast(exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(c.grain_to_date),
                                                                          last_instant]), "timestamp")
         return None
 
@@ -254,21 +254,21 @@ class Renderer:
             exp.LTE(this=col("ts", "c"), expression=exp.Add(this=col("ts", "b"), expression=duration(cv.window))),
         ))
         rows = exp.select(exp.Star(), exp.alias_(exp.Exists(this=converted), "__converted", quoted=True))
-        return exp.alias_(exp.Subquery(this=rows.from_(exp.alias_(base, "b", table=True))), "__base__", table=True)
+        return exp.alias_(exp.Subquery(this=rows.from_(exp.alias_(base, "b", table=True), copy=False)), "__base__", table=True)
 
     def conversion(self, leaf: Leaf) -> exp.Expression:
         cv = leaf.conversion
         converted = exp.Filter(this=exp.Count(this=exp.Star()),
                                expression=exp.Where(this=col("__converted", "__base__")))
         value = converted if cv.calculation == "count" else exp.Div(
-            this=exp.cast(converted, "double"), expression=exp.Nullif(this=exp.Count(this=exp.Star()),
+            this=cast(converted, "double"), expression=exp.Nullif(this=exp.Count(this=exp.Star()),
                                                                       expression=exp.Literal.number(0)))
         query = self.source(leaf).select(*(exp.alias_(self.dim_expr(leaf, d), d.output, quoted=True) for d in self.dims),
                                          exp.alias_(value, leaf.metrics[0].column, quoted=True))
         for cond in self.where(leaf):
-            query = query.where(cond)
+            query = query.where(cond, copy=False)
         if self.dims:
-            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))))
+            query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))), copy=False)
         return query
 
     # ------------------------------------------------------------ the whole query
@@ -303,9 +303,9 @@ class Renderer:
                 union = exp.union(union, b, distinct=False)
             merged_q = exp.select(*(col(o) for o in outputs),
                                   *(exp.alias_(exp.Max(this=col(c)), c, quoted=True) for c in columns))
-            merged_q = merged_q.from_(exp.Subquery(this=union, alias=exp.TableAlias(this=ident("u"))))
+            merged_q = merged_q.from_(exp.Subquery(this=union, alias=exp.TableAlias(this=ident("u"))), copy=False)
             if outputs:
-                merged_q = merged_q.group_by(*(exp.Literal.number(i + 1) for i in range(len(outputs))))
+                merged_q = merged_q.group_by(*(exp.Literal.number(i + 1) for i in range(len(outputs))), copy=False)
             self.ctes.append(("merged_leaves", merged_q))
             merged = exp.Table(this=ident("merged_leaves"))
             for c in columns:
@@ -313,18 +313,18 @@ class Renderer:
         if plan.spine:
             merged = self.spine(merged)
         query = exp.select(*(exp.alias_(col(o, "merged"), o, quoted=True) for o in outputs))
-        query = query.from_(exp.alias_(merged, "merged", table=True))
+        query = query.from_(exp.alias_(merged, "merged", table=True), copy=False)
         for leaf in shifted:
             on = []
             for d in self.dims:
                 if d.view is None:
-                    target = exp.cast(exp.Sub(this=col(d.output, "merged"), expression=duration(leaf.offset)),
+                    target = cast(exp.Sub(this=col(d.output, "merged"), expression=duration(leaf.offset)),
                                       "timestamp" if d.grain == "hour" else "date")
                     on.append(exp.EQ(this=col(d.output, leaf.name), expression=target))
                 else:
                     on.append(exp.NullSafeEQ(this=col(d.output, leaf.name), expression=col(d.output, "merged")))
             query = query.join(exp.Table(this=ident(leaf.name)), on=exp.and_(*on) if on else exp.true(),
-                               join_type="left")
+                               join_type="left", copy=False)
 
         def place(node):
             if isinstance(node, exp.Column) and node.table == "merged" and node.name in home:
@@ -332,15 +332,13 @@ class Renderer:
             return node
 
         for name, formula in plan.metrics.items():
-            query = query.select(exp.alias_(formula.copy().transform(place), name, quoted=True))
+            query = query.select(exp.alias_(formula.copy().transform(place), name, quoted=True), copy=False)
         if plan.order:
             query = query.order_by(*(exp.Ordered(this=col(name), desc=desc, nulls_first=False)
-                                     for name, desc in plan.order))
+                                     for name, desc in plan.order), copy=False)
         if plan.query.limit is not None:
-            query = query.limit(plan.query.limit)
-        for name, cte in self.ctes:
-            query = query.with_(name, as_=cte)
-        return query
+            query = query.limit(plan.query.limit, copy=False)
+        return with_ctes(query, self.ctes)
 
 
     def spine(self, merged: exp.Table) -> exp.Table:
@@ -352,21 +350,21 @@ class Renderer:
         bounds = []
         for value, fn in ((tr.start if tr else None, exp.Min), (tr.end if tr else None, exp.Max)):
             if value is not None:
-                bounds.append(exp.cast(truncate(timestamp(value), grain), "timestamp"))
+                bounds.append(cast(truncate(timestamp(value), grain), "timestamp"))
             else:
-                bounds.append(exp.cast(exp.Subquery(this=exp.select(fn(this=col(label))).from_(merged.copy())),
+                bounds.append(cast(exp.Subquery(this=exp.select(fn(this=col(label))).from_(merged.copy())),
                                        "timestamp"))
         series = exp.Anonymous(this="GENERATE_SERIES", expressions=[*bounds, interval(1, grain)])
-        periods = exp.select(exp.alias_(exp.cast(col("t", "s"), "timestamp" if grain == "hour" else "date"), label,
+        periods = exp.select(exp.alias_(cast(col("t", "s"), "timestamp" if grain == "hour" else "date"), label,
                                         quoted=True))
-        periods = periods.from_(exp.Table(this=series, alias=exp.TableAlias(this=ident("s"), columns=[ident("t")])))
+        periods = periods.from_(exp.Table(this=series, alias=exp.TableAlias(this=ident("s"), columns=[ident("t")])), copy=False)
         seen = exp.select(*(col(o) for o in other)).distinct().from_(merged.copy())
         spine = exp.select(col(label, "p"), *(col(o, "o") for o in other)).from_(periods.subquery("p"))
         if other:
-            spine = spine.join(seen.subquery("o"), join_type="cross")
+            spine = spine.join(seen.subquery("o"), join_type="cross", copy=False)
         m_cols = [c for leaf in self.plan.leaves if not leaf.offset for c in (m.column for m in leaf.metrics)]
         filled = exp.select(*(col(o, "sp") for o in [label, *other]), *(col(c, "m") for c in m_cols))
-        filled = filled.from_(spine.subquery("sp")).join(
+        filled = filled.from_(spine.subquery("sp"), copy=False).join(
             exp.alias_(merged.copy(), "m", table=True), join_type="left",
             on=exp.and_(*(exp.NullSafeEQ(this=col(o, "sp"), expression=col(o, "m")) for o in [label, *other])))
         self.ctes.append(("spined", filled))

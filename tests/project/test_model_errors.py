@@ -80,7 +80,7 @@ BASE = {
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
-    """Write {relative path: text} under root; a value of None deletes that file from the base project."""
+    """Write {relative path: text} under root (texts are dedented)."""
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +170,14 @@ def test_tab_indentation(tmp_path):
 def test_duplicate_yaml_key(tmp_path):
     text = edit(VIEWS, "    time: ordered_at\n", "    time: ordered_at\n    time: signed_up_at\n")
     p = only(problems(tmp_path, views=text))
-    check(p, "models/views.yml", line(text, "time: signed_up_at"), "time", "duplicate key `time`",
-          "once per mapping")
+    check(
+        p,
+        "models/views.yml",
+        line(text, "time: signed_up_at"),
+        "time",
+        "duplicate key `time`",
+        "once per mapping",
+    )
     assert f"line {line(text, 'time: ordered_at')}" in p.message  # where the first one is
 
 
@@ -192,8 +198,14 @@ def test_unknown_top_level_kind(tmp_path):
 def test_unknown_key_in_activity(tmp_path):
     text = edit(STREAMS, "features: [source]", "feautres: [source]")
     p = only(problems(tmp_path, streams=text))
-    check(p, "models/streams.yml", line(text, "feautres"), "customer_stream.activities.signed_up.feautres",
-          "unknown key `feautres`", "did you mean `features`?")
+    check(
+        p,
+        "models/streams.yml",
+        line(text, "feautres"),
+        "customer_stream.activities.signed_up.feautres",
+        "unknown key `feautres`",
+        "did you mean `features`?",
+    )
 
 
 def test_unknown_setting(tmp_path):
@@ -203,90 +215,165 @@ def test_unknown_setting(tmp_path):
 
 def test_duplicate_dataset_across_files_names_both_places(tmp_path):
     p = only(problems(tmp_path, more_datasets=DATASETS))
-    check(p, "models/more_datasets.yml", line(DATASETS, "name: orders"), "datasets.orders",
-          "duplicate dataset name `orders`", "rename")
+    check(
+        p,
+        "models/more_datasets.yml",
+        line(DATASETS, "name: orders"),
+        "datasets.orders",
+        "duplicate dataset name `orders`",
+        "rename",
+    )
     assert f"models/datasets.yml:{line(DATASETS, 'name: orders')}" in p.message
 
 
 def test_camel_case_name(tmp_path):
     text = edit(STREAMS, "name: placed_order", "name: PlacedOrder")
     p = only(problems(tmp_path, streams=text))
-    check(p, "models/streams.yml", line(text, "PlacedOrder"), "activities", "`PlacedOrder` is not a valid name",
-          "did you mean `placed_order`?")
+    check(
+        p,
+        "models/streams.yml",
+        line(text, "PlacedOrder"),
+        "activities",
+        "`PlacedOrder` is not a valid name",
+        "did you mean `placed_order`?",
+    )
 
 
 def test_dataset_over_unknown_stream(tmp_path):
     text = edit(DATASETS, "stream: customer_stream", "stream: customers_stream")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "customers_stream"), "orders.stream", "unknown stream `customers_stream`",
-          "did you mean `customer_stream`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "customers_stream"),
+        "orders.stream",
+        "unknown stream `customers_stream`",
+        "did you mean `customer_stream`?",
+    )
 
 
 def test_unknown_primary_activity(tmp_path):
     text = edit(DATASETS, "activity: placed_order", "activity: placed_orders")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "placed_orders"), "orders.primary.activity",
-          "unknown activity of stream `customer_stream` `placed_orders`", "did you mean `placed_order`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "placed_orders"),
+        "orders.primary.activity",
+        "unknown activity `placed_orders` of stream `customer_stream`",
+        "did you mean `placed_order`?",
+    )
 
 
 def test_unknown_appended_activity(tmp_path):
     text = edit(DATASETS, "activity: shipped_order", "activity: shiped_order")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "shiped_order"), "shiped_order", "`shiped_order`",
-          "did you mean `shipped_order`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "shiped_order"),
+        "shiped_order",
+        "`shiped_order`",
+        "did you mean `shipped_order`?",
+    )
 
 
 def test_unknown_relationship(tmp_path):
     text = edit(DATASETS, "relationship: first_ever", "relationship: first_befor")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "first_befor"), "relationship", "`first_befor` is not one of",
-          "did you mean `first_before`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "first_befor"),
+        "relationship",
+        "`first_befor` is not one of",
+        "did you mean `first_before`?",
+    )
 
 
 def test_select_nth_without_nth(tmp_path):
     text = edit(DATASETS, "select: all", "select: nth")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "select: nth"), "orders.primary.select", "`select: nth` needs `nth",
-          "add `nth: 2`")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "select: nth"),
+        "orders.primary.select",
+        "`select: nth` needs `nth",
+        "add `nth: 2`",
+    )
 
 
 def test_nth_relationship_without_nth(tmp_path):
     text = edit(DATASETS, "relationship: first_ever", "relationship: nth_ever")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "nth_ever"), "orders.append.signed_up.relationship",
-          "`relationship: nth_ever` needs `nth", "add `nth:")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "nth_ever"),
+        "orders.append.signed_up.relationship",
+        "`relationship: nth_ever` needs `nth",
+        "add `nth:",
+    )
 
 
 def test_aggregate_column_without_agg(tmp_path):
     text = edit(DATASETS, "{name: shipping_cost, agg: sum, expr: cost}", "{name: shipping_cost, expr: cost}")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "{name: shipping_cost"), "shipping_cost",
-          "aggregate relationship needs `agg:`", "`agg: sum`")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "{name: shipping_cost"),
+        "shipping_cost",
+        "aggregate relationship needs `agg:`",
+        "`agg: sum`",
+    )
 
 
 def test_agg_on_non_aggregate_relationship(tmp_path):
     text = edit(DATASETS, "{name: signed_up_at, expr: ts}", "{name: signed_up_at, agg: max, expr: ts}")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "signed_up_at"), "signed_up_at.agg",
-          "`agg` only applies to aggregate_* relationships", "remove `agg:`")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "signed_up_at"),
+        "signed_up_at.agg",
+        "`agg` only applies to aggregate_* relationships",
+        "remove `agg:`",
+    )
 
 
 # -- streams against their SQL -----------------------------------------------------------------
 
 
 def test_feature_not_produced_by_sql(tmp_path):
-    text = edit(STREAMS, "features: [order_id, channel, total]", "features:\n          - order_id\n"
-                "          - chanel\n          - total")
+    text = edit(
+        STREAMS,
+        "features: [order_id, channel, total]",
+        "features:\n          - order_id\n          - chanel\n          - total",
+    )
     p = only(problems(tmp_path, streams=text))
-    check(p, "models/streams.yml", line(text, "- chanel"), "placed_order.features.chanel",
-          "`chanel` is not produced by activity `placed_order`'s SQL", "did you mean `channel`?")
+    check(
+        p,
+        "models/streams.yml",
+        line(text, "- chanel"),
+        "placed_order.features.chanel",
+        "`chanel` is not produced by activity `placed_order`'s SQL",
+        "did you mean `channel`?",
+    )
 
 
 def test_entity_not_produced_by_sql(tmp_path):
     text = edit(STREAMS, "select customer_id as customer, created_at", "select customer_id, created_at")
     p = only(problems(tmp_path, streams=text))
-    check(p, "models/streams.yml", line(text, "select customer_id, created_at"), "signed_up.entity",
-          "`customer` is not produced by activity `signed_up`'s SQL", "customer_id as customer")
+    check(
+        p,
+        "models/streams.yml",
+        line(text, "select customer_id, created_at"),
+        "signed_up.entity",
+        "`customer` is not produced by activity `signed_up`'s SQL",
+        "customer_id as customer",
+    )
 
 
 def test_activity_sql_does_not_parse(tmp_path):
@@ -301,29 +388,53 @@ def test_activity_sql_does_not_parse(tmp_path):
 def test_bare_column_not_a_feature(tmp_path):
     text = edit(DATASETS, "columns: [order_id, channel, total,", "columns: [order_id, chanel, total,")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "chanel"), "orders.columns.chanel",
-          "`chanel` is not a column of activity `placed_order`", "did you mean `channel`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "chanel"),
+        "orders.columns.chanel",
+        "`chanel` is not a column of activity `placed_order`",
+        "did you mean `channel`?",
+    )
 
 
 def test_unknown_column_in_filter(tmp_path):
-    text = edit(DATASETS, "      select: all\n", "      select: all\n      filter: \"totl > 100\"\n")
+    text = edit(DATASETS, "      select: all\n", '      select: all\n      filter: "totl > 100"\n')
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "totl"), "orders.primary.filter", "unknown column `totl`",
-          "did you mean `total`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "totl"),
+        "orders.primary.filter",
+        "unknown column `totl`",
+        "did you mean `total`?",
+    )
 
 
 def test_join_key_not_a_feature_of_one_side(tmp_path):
     text = edit(DATASETS, "join_keys: [order_id]", "join_keys: [{primary: order_id, joined: order}]")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "joined: order}"), "orders.append.shipped_order.join_keys",
-          "unknown join key of activity `shipped_order` `order`", "did you mean `order_id`?")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "joined: order}"),
+        "orders.append.shipped_order.join_keys",
+        "unknown join key `order` of activity `shipped_order`",
+        "did you mean `order_id`?",
+    )
 
 
 def test_duplicate_output_column(tmp_path):
     text = edit(DATASETS, "{name: signed_up_at, expr: ts}", "{name: ordered_at, expr: ts}")
     p = only(problems(tmp_path, datasets=text))
-    check(p, "models/datasets.yml", line(text, "first_ever"), "orders.columns.ordered_at",
-          "`ordered_at` appears more than once", "unique `name:`")
+    check(
+        p,
+        "models/datasets.yml",
+        line(text, "first_ever"),
+        "orders.columns.ordered_at",
+        "`ordered_at` appears more than once",
+        "unique `name:`",
+    )
     assert f"line {line(text, 'customer]')}" in p.message  # where the first one is
 
 
@@ -333,29 +444,55 @@ def test_duplicate_output_column(tmp_path):
 def test_view_over_unknown_dataset(tmp_path):
     text = edit(VIEWS, "dataset: orders", "dataset: order")
     p = only(problems(tmp_path, views=text))
-    check(p, "models/views.yml", line(text, "dataset: order"), "orders.dataset", "unknown dataset `order`",
-          "did you mean `orders`?")
+    check(
+        p,
+        "models/views.yml",
+        line(text, "dataset: order"),
+        "orders.dataset",
+        "unknown dataset `order`",
+        "did you mean `orders`?",
+    )
 
 
 def test_percentile_without_p(tmp_path):
-    text = edit(VIEWS, "{name: revenue, agg: sum, expr: total}", "{name: revenue, agg: percentile, expr: total}")
+    text = edit(
+        VIEWS, "{name: revenue, agg: sum, expr: total}", "{name: revenue, agg: percentile, expr: total}"
+    )
     p = only(problems(tmp_path, views=text))
-    check(p, "models/views.yml", line(text, "percentile"), "orders.measures.revenue", "`agg: percentile` needs `p:`",
-          "p: 0.9")
+    check(
+        p,
+        "models/views.yml",
+        line(text, "percentile"),
+        "orders.measures.revenue",
+        "`agg: percentile` needs `p:`",
+        "p: 0.9",
+    )
 
 
 def test_view_time_not_in_dataset(tmp_path):
     text = edit(VIEWS, "time: ordered_at", "time: order_at")
     p = only(problems(tmp_path, views=text))
-    check(p, "models/views.yml", line(text, "order_at"), "orders.time", "unknown column of dataset `orders` `order_at`",
-          "did you mean `ordered_at`?")
+    check(
+        p,
+        "models/views.yml",
+        line(text, "order_at"),
+        "orders.time",
+        "unknown column `order_at` of dataset `orders`",
+        "did you mean `ordered_at`?",
+    )
 
 
 def test_measure_over_unknown_column(tmp_path):
     text = edit(VIEWS, "expr: shipping_cost", "expr: shiping_cost")
     p = only(problems(tmp_path, views=text))
-    check(p, "models/views.yml", line(text, "shiping_cost"), "orders.measures.shipping", "unknown column `shiping_cost`",
-          "did you mean `shipping_cost`?")
+    check(
+        p,
+        "models/views.yml",
+        line(text, "shiping_cost"),
+        "orders.measures.shipping",
+        "unknown column `shiping_cost`",
+        "did you mean `shipping_cost`?",
+    )
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -364,22 +501,54 @@ def test_measure_over_unknown_column(tmp_path):
 def test_metric_over_unknown_measure(tmp_path):
     text = edit(METRICS, "measure: orders.shipping}", "measure: orders.shiping}")
     p = only(problems(tmp_path, metrics=text))
-    check(p, "models/metrics.yml", line(text, "orders.shiping"), "shipping.measure", "unknown measure `orders.shiping`",
-          "did you mean `orders.shipping`?")
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "orders.shiping"),
+        "shipping.measure",
+        "unknown measure `orders.shiping`",
+        "did you mean `orders.shipping`?",
+    )
 
 
 def test_metric_over_unqualified_measure_typo(tmp_path):
     text = edit(METRICS, "measure: orders.revenue}", "measure: revenu}")
     p = only(problems(tmp_path, metrics=text))
-    check(p, "models/metrics.yml", line(text, "revenu}"), "revenue.measure", "unknown measure `revenu`",
-          "did you mean `revenue`?")
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "revenu}"),
+        "revenue.measure",
+        "unknown measure `revenu`",
+        "did you mean `revenue`?",
+    )
+
+
+def test_measure_name_in_two_views_must_be_qualified(tmp_path):
+    views = VIEWS + "  - {name: refunds, table: raw.refunds, measures: [{name: revenue, agg: sum}]}\n"
+    text = edit(METRICS, "measure: orders.revenue}", "measure: revenue}")
+    p = only(problems(tmp_path, views=views, metrics=text))
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "measure: revenue}"),
+        "revenue.measure",
+        "measure `revenue` is in several views: orders, refunds",
+        "qualify it, e.g. `orders.revenue`",
+    )
 
 
 def test_derived_metric_with_unknown_metric(tmp_path):
     text = edit(METRICS, "revenue / orders", "revnue / orders")
     p = only(problems(tmp_path, metrics=text))
-    check(p, "models/metrics.yml", line(text, "revnue"), "aov.expr", "unknown metric `revnue`",
-          "did you mean `revenue`?")
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "revnue"),
+        "aov.expr",
+        "unknown metric `revnue`",
+        "did you mean `revenue`?",
+    )
 
 
 def test_metric_cycle_shows_the_loop(tmp_path):
@@ -389,18 +558,33 @@ def test_metric_cycle_shows_the_loop(tmp_path):
 
 
 def test_metric_with_measure_and_expr(tmp_path):
-    text = edit(METRICS, "{name: shipping, measure: orders.shipping}",
-                "{name: shipping, measure: orders.shipping, expr: revenue - aov}")
+    text = edit(
+        METRICS,
+        "{name: shipping, measure: orders.shipping}",
+        "{name: shipping, measure: orders.shipping, expr: revenue - aov}",
+    )
     p = only(problems(tmp_path, metrics=text))
-    check(p, "models/metrics.yml", line(text, "name: shipping"), "shipping",
-          "exactly one of `measure`, `expr`", "keep one of `measure`, `expr`")
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "name: shipping"),
+        "shipping",
+        "exactly one of `measure`, `expr`",
+        "keep one of `measure`, `expr`",
+    )
 
 
 def test_bad_duration(tmp_path):
     text = edit(METRICS, "window: 7 days", "window: 7 dys")
     p = only(problems(tmp_path, metrics=text))
-    check(p, "models/metrics.yml", line(text, "7 dys"), "revenue_7d.cumulative.window", "`7 dys` is not a duration",
-          "did you mean `7 days`?")
+    check(
+        p,
+        "models/metrics.yml",
+        line(text, "7 dys"),
+        "revenue_7d.cumulative.window",
+        "`7 dys` is not a duration",
+        "did you mean `7 days`?",
+    )
 
 
 # -- AQL and the project folder ----------------------------------------------------------------
@@ -440,7 +624,9 @@ def test_missing_phloem_yml(tmp_path):
 
 def test_four_mistakes_in_two_files_in_one_error(tmp_path):
     streams = edit(STREAMS, "features: [source]", "feautres: [source]")
-    streams += "  - name: WebStream\n    entity: visitor\n    activities:\n      - {name: viewed, sql: select 1}\n"
+    streams += (
+        "  - name: WebStream\n    entity: visitor\n    activities:\n      - {name: viewed, sql: select 1}\n"
+    )
     metrics = edit(METRICS, "revenue / orders", "revnue / orders")
     metrics = edit(metrics, "window: 7 days", "window: 7 dys")
     found = problems(tmp_path, streams=streams, metrics=metrics)
