@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,10 +44,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except PhloemError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except duckdb.Error as e:
-        err.print(f"[red]warehouse error:[/red] {str(e).splitlines()[0]}", highlight=False, soft_wrap=True)
+        err.print(f"[red]warehouse error:[/red] {escape(str(e).splitlines()[0])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -118,6 +119,7 @@ def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the
             shutil.copytree(src, directory, dirs_exist_ok=True)
     with user_errors():
         model = load_project(directory)
+        Path(model.database_path).parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(model.database_path)
         try:
             with err.status(f"generating {scale:,} orders"):
