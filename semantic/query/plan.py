@@ -6,6 +6,7 @@ formula over *leaf columns*; each leaf is one aggregate over one view (or one st
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 
@@ -92,13 +93,17 @@ class Planner:
     def plan(self, query: Query) -> Plan:
         self.query = query
         self.leaves: dict[tuple, Leaf] = {}
-        dims = [self.graph.resolve(d) for d in query.dimensions]
+        dims = [self.graph.resolve(d) for d in dict.fromkeys(query.dimensions)]  # a repeated dimension counts once
+        tr = query.time_range
+        if tr and tr.start is not None and tr.end is not None and _instant(tr.start) > _instant(tr.end):
+            raise QueryError(f"time_range starts ({tr.start}) after it ends ({tr.end})", "swap start and end")
         outputs = [d.output for d in dims]
         for d in dims:  # two dims with the same name: name them view__name
             if outputs.count(d.output) > 1:
                 object.__setattr__(d, "output", f"{d.view}__{d.output}")
         self.dims = dims
-        self.grain = next((d.grain for d in dims if d.view is None), None)
+        grains = [d.grain for d in dims if d.view is None]
+        self.grain = min(grains, key=GRAINS.index) if grains else None  # the finest metric_time grain
         self.filters, self.filter_dims = self._filters(query)
         metrics = {}
         for name in query.metrics:
@@ -273,6 +278,10 @@ class Planner:
             for hop in hops:
                 if hop not in leaf.joins:
                     leaf.joins.append(hop)
+
+
+def _instant(value) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
 
 
 def combine_offsets(a: str | None, b: str | None) -> str | None:

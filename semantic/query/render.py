@@ -75,7 +75,15 @@ class Renderer:
         else:
             view = leaf.dim_views.get(d.text, d.view)
             value = bind_columns(self.graph.dims[view][d.name].sql, view)
-        return truncate(value, d.grain) if d.grain else value
+        return truncate(self.local(value), d.grain) if d.grain else value
+
+    def local(self, value: exp.Expression) -> exp.Expression:
+        """Timestamps are naive UTC; the project's `timezone:` converts them before bucketing."""
+        tz = self.graph.model.settings.timezone
+        if not tz:
+            return value
+        utc = exp.AtTimeZone(this=cast(value, "timestamp"), zone=exp.Literal.string("UTC"))
+        return exp.AtTimeZone(this=utc, zone=exp.Literal.string(tz))
 
     def time_column(self, leaf: Leaf) -> exp.Expression:
         if leaf.kind == "conversion":
@@ -88,7 +96,7 @@ class Renderer:
         for f in self.plan.filters:
             def bind(node, leaf=leaf):
                 if isinstance(node, exp.Column) and node.name in self.filter_refs:
-                    return self.dim_expr(leaf, self.filter_refs[node.name])
+                    return exp.Paren(this=self.dim_expr(leaf, self.filter_refs[node.name]))
                 return node
             conds.append(f.copy().transform(bind))
         tr = self.plan.query.time_range
@@ -98,15 +106,28 @@ class Renderer:
 
     def range_conditions(self, ts, start, end, offset: str | None) -> list[exp.Expression]:
         """time_range at row level; a date `end` includes its whole day; offsets look further back."""
+        if offset:
+            return self.shifted_range(ts, start, end, offset)
         conds = []
-        shift = (lambda e: exp.Sub(this=e, expression=duration(offset))) if offset else (lambda e: e)
         if start is not None:
-            conds.append(exp.GTE(this=ts.copy(), expression=shift(timestamp(start))))
+            conds.append(exp.GTE(this=ts.copy(), expression=timestamp(start)))
         if end is not None:
             if isinstance(end, dt.datetime):
-                conds.append(exp.LTE(this=ts.copy(), expression=shift(timestamp(end))))
+                conds.append(exp.LTE(this=ts.copy(), expression=timestamp(end)))
             else:
-                conds.append(exp.LT(this=ts.copy(), expression=shift(timestamp(end + dt.timedelta(days=1)))))
+                conds.append(exp.LT(this=ts.copy(), expression=timestamp(end + dt.timedelta(days=1))))
+        return conds
+
+    def shifted_range(self, ts, start, end, offset: str) -> list[exp.Expression]:
+        """Rows an offset input needs: the buckets (range's buckets − offset), whole."""
+        grain = self.plan.grain
+        back = lambda v: cast(truncate(exp.Sub(this=cast(truncate(timestamp(v), grain), "timestamp"),  # noqa: E731
+                                                   expression=duration(offset)), grain), "timestamp")
+        conds = []
+        if start is not None:
+            conds.append(exp.GTE(this=ts.copy(), expression=back(start)))
+        if end is not None:
+            conds.append(exp.LT(this=ts.copy(), expression=exp.Add(this=back(end), expression=interval(1, grain))))
         return conds
 
     def source(self, leaf: Leaf) -> exp.Select:
@@ -200,28 +221,59 @@ class Renderer:
             if other:
                 query = query.group_by(*(exp.Literal.number(i + 1) for i in range(len(other))), copy=False)
             return query
-        label = next(d.output for d in self.dims if d.view is None)
+        times = [d for d in self.dims if d.view is None]
+        label = next(d.output for d in times if d.grain == grain)  # the finest grain drives the window
         periods = exp.select(*(col(d.output) for d in other),
-                             exp.alias_(truncate(col("__ts"), grain), label, quoted=True)).distinct()
-        periods = periods.from_(exp.Table(this=ident(rows_name)), copy=False)
+                             *(exp.alias_(truncate(col("__ts"), d.grain), d.output, quoted=True) for d in times))
+        periods = periods.distinct().from_(exp.Table(this=ident(rows_name)), copy=False)
         for cond in self.range_conditions(col("__ts"), tr.start if tr else None, tr.end if tr else None, None):
             periods = periods.where(cond, copy=False)
         self.ctes.append((periods_name, periods))
-        p_time = col(label, "p")
+        keys = [d.output for d in self.dims]
+        if c.period_agg == "avg":
+            # the mean over every day of the period (within the range) of that day's cumulative value
+            days = exp.select(*(col(k, "p") for k in keys), exp.alias_(cast(col("t", "d"), "timestamp"), "__day",
+                                                                         quoted=True))
+            first = cast(col(label, "p"), "timestamp")
+            series = exp.Anonymous(this="GENERATE_SERIES", expressions=[
+                first, exp.Sub(this=exp.Add(this=first.copy(), expression=interval(1, grain)),
+                               expression=interval(1, "day")), interval(1, "day")])
+            days = days.from_(exp.alias_(exp.Table(this=ident(periods_name)), "p", table=True), copy=False).join(
+                exp.Table(this=series, alias=exp.TableAlias(this=ident("d"), columns=[ident("t")])), join_type="cross",
+                copy=False)
+            for cond in self.range_conditions(col("t", "d"), tr.start if tr else None, tr.end if tr else None, None):
+                days = days.where(cond, copy=False)
+            self.ctes.append((f"{leaf.name}_days", days))
+            end = exp.Add(this=col("__day", "p"), expression=interval(1, "day"))
+            daily = self.window_join(leaf, f"{leaf.name}_days", rows_name, [*keys, "__day"], end, "left", value_of)
+            self.ctes.append((f"{leaf.name}_daily", daily))
+            query = exp.select(*(exp.alias_(col(k), k, quoted=True) for k in keys), *(
+                exp.alias_(exp.Avg(this=exp.Coalesce(this=col(m.column), expressions=[exp.Literal.number(0)])),
+                           m.column, quoted=True) for m in leaf.metrics))
+            query = query.from_(exp.Table(this=ident(f"{leaf.name}_daily")), copy=False)
+            return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(keys))), copy=False)
         step = grain if c.period_agg != "first" else ("hour" if grain == "hour" else "day")
-        end = exp.Add(this=cast(p_time, "timestamp"), expression=interval(1, step))
-        on = [exp.NullSafeEQ(this=r(d.output), expression=col(d.output, "p")) for d in other]
-        on.append(exp.LT(this=r("__ts"), expression=end))
-        start = self.window_start(c, end.copy())
+        end = exp.Add(this=cast(col(label, "p"), "timestamp"), expression=interval(1, step))
+        if tr and tr.end is not None and c.period_agg == "last":  # a period cut by the range ends with it
+            end = exp.Least(this=end, expressions=[self.range_end(rows_name)])
+        return self.window_join(leaf, periods_name, rows_name, keys, end, "inner", value_of)
+
+    def window_join(self, leaf: Leaf, periods: str, rows: str, keys: list[str], end: exp.Expression, how: str,
+                    value_of) -> exp.Select:
+        """Aggregate, for each period row, the input rows inside its window ending at `end`."""
+        other = [d.output for d in self.dims if d.view is not None]
+        on = [exp.NullSafeEQ(this=col(o, "r"), expression=col(o, "p")) for o in other]
+        on.append(exp.LT(this=col("__ts", "r"), expression=end))
+        start = self.window_start(leaf.cumulative, end.copy())
         if start is not None:
-            on.append(exp.GTE(this=r("__ts"), expression=start))
-        query = exp.select(*(exp.alias_(col(d.output, "p"), d.output, quoted=True) for d in self.dims),
+            on.append(exp.GTE(this=col("__ts", "r"), expression=start))
+        query = exp.select(*(exp.alias_(col(k, "p"), k, quoted=True) for k in keys),
                            *(exp.alias_(self.aggregate(leaf, m, value_of), m.column, quoted=True)
                              for m in leaf.metrics))
-        query = query.from_(exp.alias_(exp.Table(this=ident(periods_name)), "p", table=True), copy=False)
-        query = query.join(exp.alias_(exp.Table(this=ident(rows_name)), "r", table=True), on=exp.and_(*on),
-                           join_type="inner", copy=False)
-        return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(self.dims))), copy=False)
+        query = query.from_(exp.alias_(exp.Table(this=ident(periods)), "p", table=True), copy=False)
+        query = query.join(exp.alias_(exp.Table(this=ident(rows)), "r", table=True), on=exp.and_(*on),
+                           join_type=how, copy=False)
+        return query.group_by(*(exp.Literal.number(i + 1) for i in range(len(keys))), copy=False)
 
     def window_start(self, c, end: exp.Expression) -> exp.Expression | None:
         if c.window:
@@ -318,8 +370,11 @@ class Renderer:
             on = []
             for d in self.dims:
                 if d.view is None:
-                    target = cast(exp.Sub(this=col(d.output, "merged"), expression=duration(leaf.offset)),
-                                      "timestamp" if d.grain == "hour" else "date")
+                    if d.grain != plan.grain:
+                        continue  # coarser labels follow from the finest one
+                    # the bucket holding (this bucket − offset): 31 March → 29 February; a week → its week
+                    target = truncate(exp.Sub(this=cast(col(d.output, "merged"), "timestamp"),
+                                              expression=duration(leaf.offset)), d.grain)
                     on.append(exp.EQ(this=col(d.output, leaf.name), expression=target))
                 else:
                     on.append(exp.NullSafeEQ(this=col(d.output, leaf.name), expression=col(d.output, "merged")))
@@ -344,11 +399,16 @@ class Renderer:
     def spine(self, merged: exp.Table) -> exp.Table:
         """join_to_timespine: every period in range, for each combination of the other dimensions seen."""
         grain = self.plan.grain
-        label = next(d.output for d in self.dims if d.view is None)
+        times = [d for d in self.dims if d.view is None]
+        label = next(d.output for d in times if d.grain == grain)
+        coarser = [d for d in times if d.output != label]
         other = [d.output for d in self.dims if d.view is not None]
         tr = self.plan.query.time_range
         bounds = []
-        for value, fn in ((tr.start if tr else None, exp.Min), (tr.end if tr else None, exp.Max)):
+        last = tr.end if tr else None
+        if last is not None and not isinstance(last, dt.datetime):
+            last = dt.datetime.combine(last, dt.time(23, 59, 59, 999999))
+        for value, fn in ((tr.start if tr else None, exp.Min), (last, exp.Max)):
             if value is not None:
                 bounds.append(cast(truncate(timestamp(value), grain), "timestamp"))
             else:
@@ -359,14 +419,16 @@ class Renderer:
                                         quoted=True))
         periods = periods.from_(exp.Table(this=series, alias=exp.TableAlias(this=ident("s"), columns=[ident("t")])), copy=False)
         seen = exp.select(*(col(o) for o in other)).distinct().from_(merged.copy())
-        spine = exp.select(col(label, "p"), *(col(o, "o") for o in other)).from_(periods.subquery("p"))
+        spine = exp.select(col(label, "p"), *(exp.alias_(truncate(col(label, "p"), d.grain), d.output, quoted=True)
+                                              for d in coarser), *(col(o, "o") for o in other)).from_(periods.subquery("p"))
         if other:
             spine = spine.join(seen.subquery("o"), join_type="cross", copy=False)
         m_cols = [c for leaf in self.plan.leaves if not leaf.offset for c in (m.column for m in leaf.metrics)]
-        filled = exp.select(*(col(o, "sp") for o in [label, *other]), *(col(c, "m") for c in m_cols))
+        keys = [label, *(d.output for d in coarser), *other]
+        filled = exp.select(*(col(o, "sp") for o in keys), *(col(c, "m") for c in m_cols))
         filled = filled.from_(spine.subquery("sp"), copy=False).join(
             exp.alias_(merged.copy(), "m", table=True), join_type="left",
-            on=exp.and_(*(exp.NullSafeEQ(this=col(o, "sp"), expression=col(o, "m")) for o in [label, *other])))
+            on=exp.and_(*(exp.NullSafeEQ(this=col(o, "sp"), expression=col(o, "m")) for o in keys)))
         self.ctes.append(("spined", filled))
         return exp.Table(this=ident("spined"))
 

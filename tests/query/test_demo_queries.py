@@ -159,9 +159,6 @@ def test_join_to_timespine_shows_every_period_for_every_combination_seen(demo, c
     assert len(got) == 31 * 3
 
 
-@pytest.mark.xfail(strict=True, reason="join_to_timespine at hour grain with a date `end`: the spine runs from "
-                   "the start to the end date's midnight instead of the end of that whole day, so 2024-01-01 "
-                   "gets 1 hour instead of 24 (and hours with data after midnight are dropped)")
 def test_join_to_timespine_at_hour_grain_covers_the_whole_end_day(demo, check):
     check(demo, """
         with hours as (select h as metric_time__hour
@@ -192,8 +189,6 @@ def test_structured_filters_are_anded(demo, check):
                  {"dimension": "country", "op": "in", "values": ["US", "GB", "DE"]}])
 
 
-@pytest.mark.xfail(strict=True, reason="a filter on a dimension defined by an `expr` is substituted without "
-                   "parentheses: `is_first_order = TRUE` renders `order_number = 1 = TRUE` (DuckDB parser error)")
 def test_boolean_dimension_filter(demo, check):
     check(demo, ORDERS + """
         select channel, sum(total) as revenue, count(distinct customer_id) as buyers
@@ -376,9 +371,6 @@ def test_metric_filter(demo, check):
 # ------------------------------------------------------------------ cumulative
 
 
-@pytest.mark.xfail(strict=True, reason="a cumulative metric with two grains of metric_time fails in DuckDB: "
-                   "Binder Error: Values list \"p\" does not have a column named \"metric_time__year\" "
-                   "(the periods CTE only carries the first metric_time grain)")
 def test_cumulative_with_two_grains_of_metric_time(demo, check):
     check(demo, f"""
         select {month('ordered_at')} as metric_time__month, date_trunc('year', ordered_at)::date as metric_time__year,
@@ -430,9 +422,6 @@ def test_cumulative_at_month_grain_is_the_value_at_the_end_of_the_month(demo, ch
         time_range={"start": "2024-01-01", "end": "2024-12-31"})
 
 
-@pytest.mark.xfail(strict=True, reason="cumulative window at a coarser grain than day with a time_range ending "
-                   "mid-period: the window is anchored at the period's calendar end (1 July), after the range's "
-                   "end where inputs were cut, so June's revenue_7d is NULL instead of the 7 days to 15 June")
 def test_cumulative_at_month_grain_stops_at_the_end_of_the_time_range(demo, check):
     # time_range cuts June at the 15th: the value at the end of June's part of the range is the one of the
     # 15th (MTD = 1..15 June, 7d = 9..15 June)
@@ -526,9 +515,6 @@ def test_month_offset_at_day_grain_uses_calendar_arithmetic(demo, check):
         time_range={"start": "2024-03-25", "end": "2024-03-31"})
 
 
-@pytest.mark.xfail(strict=True, reason="month offset at day grain shifts the time_range's exclusive end by the "
-                   "offset (31 March 00:00 - 1 month = 29 February 00:00), so 29 February, which 29 and 30 March "
-                   "read, is cut from the offset leaf and revenue_mom is NULL on both days")
 def test_month_offset_at_day_grain_reads_a_leap_day_at_the_end_of_the_range(demo, check):
     check(demo, """
         with d as (select ordered_at::date as d, sum(total) as revenue from raw.orders group by 1)
@@ -539,9 +525,6 @@ def test_month_offset_at_day_grain_reads_a_leap_day_at_the_end_of_the_range(demo
         time_range={"start": "2024-03-29", "end": "2024-03-30"})
 
 
-@pytest.mark.xfail(strict=True, reason="a month offset at week grain is silently all NULL: the offset leaf is "
-                   "joined on `week label - 1 month`, which is (almost) never a Monday; expected the week holding "
-                   "that day (or else a QueryError saying months do not align with weeks)")
 def test_month_offset_at_week_grain(demo, check):
     check(demo, """
         with w as (select date_trunc('week', ordered_at)::date as w, sum(total) as revenue from raw.orders group by 1)
@@ -563,10 +546,6 @@ def test_week_offset_at_week_grain_by_channel(demo, check):
         time_range={"start": "2024-06-03", "end": "2024-09-01"})  # whole weeks, Monday to Sunday
 
 
-@pytest.mark.xfail(strict=True, reason="with two grains of metric_time the offset joins every grain column on "
-                   "`value - 1 month` (a year label minus a month never matches: revenue_mom is all NULL), and the "
-                   "query grain is the first metric_time requested, not the finest ([year, month] raises `offset "
-                   "1 month is finer than the query's grain year`)")
 @pytest.mark.parametrize("dims", [["metric_time__month", "metric_time__year"],
                                   ["metric_time__year", "metric_time__month"]])
 def test_offset_with_two_grains_of_metric_time(demo, check, dims):

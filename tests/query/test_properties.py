@@ -73,6 +73,9 @@ def test_derived_metrics_equal_their_formula_over_their_inputs(demo, same_value,
     assert columns[len(dims):] == metrics
     for r in rows:
         v = dict(zip(metrics, r[len(dims):], strict=True))
+        if v["orders"] == 0:  # no rows in range: a total row of NULLs, and NULL flows through every formula
+            assert v["revenue"] is None and v["profit"] is None and v["margin"] is None and v["aov"] is None
+            continue
         assert v["net_revenue"] == v["revenue"] - v["discounts"] - v["refunds"]
         assert v["costs"] == v["cogs"] + v["shipping"] + v["payment_fees"]
         assert v["profit"] == v["net_revenue"] - v["costs"]

@@ -315,8 +315,6 @@ def test_period_agg_first_is_the_value_on_the_first_day_of_the_period(saas, chec
         time_range={"start": "2024-04-01", "end": "2024-09-30"})
 
 
-@pytest.mark.xfail(strict=True, reason="cumulative `period_agg: avg` is ignored: at month grain it returns the "
-                   "value at the end of the month (like `last`) instead of the average of the daily values")
 def test_period_agg_avg_is_the_mean_of_the_daily_values_of_the_period(saas, check):
     check(saas, f"""
         with days as (select d::date as d
@@ -353,8 +351,6 @@ def test_offset_of_a_ratio_with_a_count_distinct(saas, check):
 LOCAL = "timezone('America/New_York', timezone('UTC', {}))"
 
 
-@pytest.mark.xfail(strict=True, reason="the project setting `timezone:` is ignored when bucketing: "
-                   "metric_time__day is the UTC date, not the America/New_York date")
 def test_project_timezone_converts_before_bucketing(saas_new_york, check):
     check(saas_new_york, f"""
         select {LOCAL.format('signed_up_at')}::date as metric_time__day, count(*) as signups
