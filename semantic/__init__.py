@@ -1,6 +1,15 @@
 """Phloem's library: load a project, build its activity streams and datasets, answer metric queries."""
 
-from semantic.errors import AqlSyntaxError, BuildError, ModelError, PhloemError, Problem, QueryError
+from semantic.errors import (
+    AqlSyntaxError,
+    BuildError,
+    ModelError,
+    PhloemError,
+    Problem,
+    QueryError,
+    WarehouseError,
+)
 from semantic.project.project import Project
 
-__all__ = ["AqlSyntaxError", "BuildError", "ModelError", "PhloemError", "Problem", "Project", "QueryError"]
+__all__ = ["AqlSyntaxError", "BuildError", "ModelError", "PhloemError", "Problem", "Project", "QueryError",
+           "WarehouseError"]

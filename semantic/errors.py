@@ -72,3 +72,7 @@ class QueryError(PhloemError):
 
 class BuildError(PhloemError):
     """The warehouse refused to build a stream or dataset; previous tables stay in place."""
+
+
+class WarehouseError(PhloemError):
+    """The warehouse cannot be reached or refused a statement; carries the server's own message."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
-from semantic.activity.stream import PREV, base_columns, col, entity_key, ident, occurrence_columns
+from semantic.activity.stream import PREV, base_columns, cast_to, col, entity_key, ident, occurrence_columns
 from semantic.project.model import Activity, Append, Column, Dataset, Stream
 
 TableOf = Callable[[Stream, Activity], exp.Table]
@@ -31,9 +31,9 @@ class _Scope:
     text: frozenset[str]
 
 
-def bind(sql: str, scope: _Scope) -> exp.Expression:
-    """Parse a user SQL expression and point its columns at our table aliases."""
-    tree = sqlglot.parse_one(sql, read="duckdb")
+def bind(sql: str, scope: _Scope, dialect: str = "duckdb") -> exp.Expression:
+    """Parse a user SQL expression (in the warehouse's dialect) and point its columns at our table aliases."""
+    tree = sqlglot.parse_one(sql, read=dialect)
 
     def fix(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Column):
@@ -47,10 +47,19 @@ def bind(sql: str, scope: _Scope) -> exp.Expression:
     return tree.transform(fix)
 
 
+def first(x: exp.Expression, order: list[exp.Ordered], dialect: str) -> exp.Expression:
+    """The first value of x in `order`, NULL included: DuckDB's FIRST(x ORDER BY …); elsewhere the array's head."""
+    if dialect == "duckdb":
+        return exp.First(this=exp.Order(this=x, expressions=order))
+    head = exp.Literal.number(1)  # offset=1: already 1-based, sqlglot must not shift it
+    return exp.Bracket(this=exp.Paren(this=exp.ArrayAgg(this=exp.Order(this=x, expressions=order))),
+                       expressions=[head], offset=1)
+
+
 class DatasetCompiler:
     def __init__(self, stream: Stream, dataset: Dataset, table_of: TableOf,
-                 includes: dict[str, tuple[str, Append]] | None = None):
-        self.stream, self.dataset, self.table_of = stream, dataset, table_of
+                 includes: dict[str, tuple[str, Append]] | None = None, dialect: str = "duckdb"):
+        self.stream, self.dataset, self.table_of, self.dialect = stream, dataset, table_of, dialect
         self.compat = dataset.compat
         self.ctes: list[tuple[str, exp.Expression]] = []
         self.appends = list(dataset.append)
@@ -70,8 +79,11 @@ class DatasetCompiler:
         q = exp.select(*cols, *occurrence_columns(self.stream, "t", [col(k, "t") for k in keys]))
         q = q.from_(exp.alias_(table, "t", table=True))
         for f in filters:
-            q = q.where(bind(f, scope))
+            q = q.where(self.bind(f, scope))
         return q
+
+    def bind(self, sql: str, scope: _Scope) -> exp.Expression:
+        return bind(sql, scope, self.dialect)
 
     def cte(self, name: str, query: exp.Expression) -> exp.Table:
         if isinstance(query, exp.Table):
@@ -112,10 +124,10 @@ class DatasetCompiler:
             zero = c.agg in ZERO_FILL[self.compat]
             fill = c.fill if c.fill is not None else (0 if zero else None)
         else:
-            value = bind(c.expr, scope) if c.expr else col(c.name, scope.default)
+            value = self.bind(c.expr, scope) if c.expr else col(c.name, scope.default)
             fill = c.fill
         if c.type:
-            value = exp.cast(value, c.type)
+            value = cast_to(value, c.type, self.dialect)
         if fill is not None:
             value = exp.Coalesce(this=value, expressions=[exp.convert(fill)])
         return value
@@ -131,7 +143,7 @@ class DatasetCompiler:
         jscope = _Scope(alias, {"feature_json": alias, "joined": alias, "primary": "p"}, text)
         on = [exp.EQ(this=entity_key(s, "p"), expression=entity_key(s, alias))]
         on += [exp.EQ(this=col(k.primary, "p"), expression=col(k.joined, alias)) for k in ap.join_keys]
-        extra = [bind(j, jscope) for j in ap.join]
+        extra = [self.bind(j, jscope) for j in ap.join]
 
         if ap.is_aggregate:
             return self.aggregate(query, ap, alias, rows, on, extra, jscope)
@@ -236,7 +248,7 @@ class DatasetCompiler:
         return query, [exp.alias_(self.column_expr(c, jscope, name), c.name, quoted=True) for c in ap.columns]
 
     def agg_expr(self, c: Column, scope: _Scope, j: str) -> exp.Expression:
-        x = bind(c.expr, scope) if c.expr else (col(c.name, j) if c.agg != "count" else None)
+        x = self.bind(c.expr, scope) if c.expr else (col(c.name, j) if c.agg != "count" else None)
         order = [exp.Ordered(this=col("ts", j)), exp.Ordered(this=col("activity_id", j))]
         if c.agg == "count":
             return exp.Count(this=x if x is not None else exp.Star())
@@ -245,7 +257,7 @@ class DatasetCompiler:
         if c.agg in ("first_value", "last_value"):
             if c.agg == "last_value":
                 order = [exp.Ordered(this=o.this, desc=True) for o in order]
-            return exp.First(this=exp.Order(this=x, expressions=order))
+            return first(x, order, self.dialect)
         if c.agg == "listagg":
             return exp.GroupConcat(this=exp.Order(this=exp.cast(x, "text"), expressions=order),
                                    separator=exp.Literal.string(","))
@@ -264,5 +276,5 @@ class DatasetCompiler:
 
 
 def compile_dataset(stream: Stream, dataset: Dataset, table_of: TableOf,
-                    includes: dict[str, tuple[str, Append]] | None = None) -> exp.Select:
-    return DatasetCompiler(stream, dataset, table_of, includes).select()
+                    includes: dict[str, tuple[str, Append]] | None = None, dialect: str = "duckdb") -> exp.Select:
+    return DatasetCompiler(stream, dataset, table_of, includes, dialect).select()

@@ -13,6 +13,7 @@ from sqlglot import exp
 from semantic.project.model import Activity, Stream
 
 PREV = "_previous_at"  # ts of the entity's previous occurrence: makes first_after a plain equi-join
+JSON_OBJECT = {"postgres": "JSON_BUILD_OBJECT"}  # PostgreSQL 15 has no JSON_OBJECT(k, v, ...)
 
 
 def ident(name: str) -> exp.Identifier:
@@ -62,9 +63,14 @@ def base_columns(stream: Stream, activity: Activity) -> list[str]:
     return ["activity_id", "ts", *ids, "activity", *(f.name for f in activity.features), "revenue_impact", "link"]
 
 
-def activity_select(stream: Stream, activity: Activity) -> exp.Select:
-    """SELECT producing the canonical table of one activity from its source SQL."""
-    source = sqlglot.parse_one(activity.sql, read="duckdb")
+def cast_to(value: exp.Expression, type_name: str, dialect: str) -> exp.Cast:
+    """CAST to a type the user wrote in their warehouse's words (`int8`, `timestamptz` on postgres)."""
+    return exp.cast(value, type_name if dialect == "duckdb" else exp.DataType.build(type_name, dialect=dialect))
+
+
+def activity_select(stream: Stream, activity: Activity, dialect: str = "duckdb") -> exp.Select:
+    """SELECT producing the canonical table of one activity from its source SQL (written in `dialect`)."""
+    source = sqlglot.parse_one(activity.sql, read=dialect)
     src = "src"
     if activity.id:
         activity_id = exp.cast(col(activity.id, src), "text")
@@ -80,7 +86,8 @@ def activity_select(stream: Stream, activity: Activity) -> exp.Select:
         exp.alias_(exp.cast(col("ts", src), "timestamp"), "ts", quoted=True),
         *(exp.alias_(col(i, src), i, quoted=True) for i in ids),
         exp.alias_(exp.Literal.string(activity.name), "activity", quoted=True),
-        *(exp.alias_(exp.cast(col(f.name, src), f.type) if f.type else col(f.name, src), f.name, quoted=True)
+        *(exp.alias_(cast_to(col(f.name, src), f.type, dialect) if f.type else col(f.name, src), f.name,
+                      quoted=True)
           for f in activity.features),
         exp.alias_(exp.cast(col(activity.revenue_impact, src), "double") if activity.revenue_impact
                    else exp.cast(exp.null(), "double"), "revenue_impact", quoted=True),
@@ -92,12 +99,13 @@ def activity_select(stream: Stream, activity: Activity) -> exp.Select:
     return outer.from_(exp.Subquery(this=rows, alias=exp.TableAlias(this=ident("a"))))
 
 
-def stream_view(stream: Stream, table_of) -> exp.Expression:
+def stream_view(stream: Stream, table_of, dialect: str = "duckdb") -> exp.Expression:
     """The whole stream as one canonical relation: features folded into `feature_json`."""
     ids = [stream.entity] + ([stream.anonymous_entity] if stream.anonymous_entity else [])
+    json_object = JSON_OBJECT.get(dialect, "JSON_OBJECT")
     parts = []
     for a in stream.activities:
-        features = exp.Anonymous(this="JSON_OBJECT", expressions=[
+        features = exp.Anonymous(this=json_object, expressions=[
             x for f in a.features for x in (exp.Literal.string(f.name), col(f.name))]) if a.features \
             else exp.cast(exp.null(), "json")
         parts.append(exp.select(

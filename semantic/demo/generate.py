@@ -10,7 +10,7 @@ Shape of the business (2023-01-01 .. 2025-12-31):
 * order volume follows an hourly weight curve = gentle growth x month seasonality
   (busy November/December, Black Friday..Cyber Monday spike, Christmas dip) x weekday x
   hour-of-day; timestamps are drawn from it by inverse-CDF (ASOF join on cumulative weight);
-* customers sign up along the same curve (plus a launch cohort in January 2023) and carry a
+* customers sign up along the same curve (plus a launch-week cohort in January 2023) and carry a
   log-normal "appetite" weight; each order is given to a customer that had already signed up,
   chosen in proportion to that weight, so a few customers order a lot, many order once and
   some never order;
@@ -31,7 +31,7 @@ N_PRODUCTS = 200
 MIN_CUSTOMERS = 10
 
 # Temporary objects (session-local; dropped when generate() returns).
-_MACROS = ("phloem_gen_u", "phloem_gen_int")
+_MACROS = ("phloem_gen_u", "phloem_gen_int", "phloem_gen_hash")
 _TEMP_TABLES = (
     "phloem_gen_hours",
     "phloem_gen_products",
@@ -43,16 +43,23 @@ _TEMP_TABLES = (
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # ---------------------------------------------------------------------------------------------
-# SQL. Only {schema}, {seed}, {scale}-derived integers are interpolated; everything else is
-# literal SQL. phloem_gen_u(key, salt) is a uniform double in [0, 1);
-# phloem_gen_int(key, salt, n) is a uniform BIGINT in [0, n).
+# SQL. The only values interpolated into these strings are the (validated, quoted) schema
+# name, integers (seed, row counts, weight totals) and this module's own constant fragments
+# and salts; nothing else comes from the caller.
+# phloem_gen_u(key, salt) is a uniform DOUBLE in [0, 1); phloem_gen_int(key, salt, n) is a
+# uniform BIGINT in [0, n).  Both are pure functions of (key, seed, salt).
 # ---------------------------------------------------------------------------------------------
 
+# hash(k, seed, salt) with several arguments combines the per-argument hashes too weakly
+# (two salts give strongly correlated values), so the key is XOR-ed with a per-(seed, salt)
+# constant and hashed on its own; DuckDB's 64-bit integer hash mixes that well.
 _MACROS_SQL = """
+CREATE OR REPLACE TEMP MACRO phloem_gen_hash(k, salt) AS
+    hash(xor(k::UBIGINT, hash({seed}, salt)));
 CREATE OR REPLACE TEMP MACRO phloem_gen_u(k, salt) AS
-    (hash(k, {seed}, salt) >> 11) / 9007199254740992.0;
+    (phloem_gen_hash(k, salt) >> 11) / 9007199254740992.0;
 CREATE OR REPLACE TEMP MACRO phloem_gen_int(k, salt, n) AS
-    (hash(k, {seed}, salt) % n)::BIGINT;
+    (phloem_gen_hash(k, salt) % n)::BIGINT;
 """
 
 # One row per hour of 2023-01-01 00:00 .. 2025-12-31 22:00 (the last hour is left out so that
@@ -147,7 +154,7 @@ FROM priced
 ORDER BY product_id
 """
 
-# Customers: signed_up_at from the hourly curve (10% launch cohort in the first 30 days;
+# Customers: signed_up_at from the hourly curve (15% launch cohort in the first 7 days;
 # customer 1 signs up at the very first instant so every order has an eligible customer).
 # weight = log-normal appetite, an integer so that cumulative sums are exact.
 _CUSTOMERS_SQL = """
@@ -163,8 +170,8 @@ timed AS (
         b.i,
         CASE
             WHEN b.i = 0 THEN TIMESTAMP '2023-01-01 00:00:00'
-            WHEN phloem_gen_u(b.i, 'launch') < 0.10 THEN TIMESTAMP '2023-01-01 00:00:00'
-                + to_microseconds(1 + phloem_gen_int(b.i, 'launch_us', 2591999999999))
+            WHEN phloem_gen_u(b.i, 'launch') < 0.15 THEN TIMESTAMP '2023-01-01 00:00:00'
+                + to_microseconds(1 + phloem_gen_int(b.i, 'launch_us', 604799999999))
             ELSE h.bucket_start + to_microseconds(1 + phloem_gen_int(b.i, 'signup_us', 3599999999))
         END AS signed_up_at
     FROM base b
@@ -177,9 +184,10 @@ attrs AS (
         signed_up_at,
         phloem_gen_u(i, 'country') AS u_country,
         phloem_gen_u(i, 'acquisition') AS u_acq,
-        greatest(1, round(1000 * exp(1.4
-            * sqrt(-2 * ln(1 - phloem_gen_u(i, 'weight_a')))
-            * cos(2 * pi() * phloem_gen_u(i, 'weight_b')))))::BIGINT AS weight
+        -- exp(standard normal), the normal drawn with Box-Muller
+        greatest(1, round(1000 * exp(
+            sqrt(-2 * ln(1 - phloem_gen_u(i, 'weight_a'))) * cos(2 * pi() * phloem_gen_u(i, 'weight_b'))
+        )))::BIGINT AS weight
     FROM timed
 )
 SELECT
@@ -289,7 +297,6 @@ ORDER BY a.order_id
 
 # Product of line k of an order (popularity skew: low product ids sell more).
 _PRODUCT_SQL = "1 + floor({n_products} * pow(phloem_gen_u({order_id} * 4 + {k}, 'product'), 1.6))::BIGINT"
-_FIRST_PRODUCT_SQL = _PRODUCT_SQL.format(n_products=N_PRODUCTS, order_id="o.order_id", k=0)
 
 _ORDER_LINES_SQL = """
 CREATE OR REPLACE TABLE {schema}.order_lines AS
@@ -461,117 +468,117 @@ FROM phloem_gen_customers
 ORDER BY customer_id
 """
 
-# Visits come in four kinds (kind column, dropped at the end):
+# Visits come in four kinds:
 #   1 anonymous browsing, 2 the session an order was placed in (~75% of orders),
 #   3 a customer's visits in the two weeks before signing up, 4 customers browsing later.
-# Kind 4 fills up the total to exactly 3 x scale.
-_REFERRER_SQL = """
-    CASE
-        WHEN {u} < 0.30 THEN 'direct'
-        WHEN {u} < 0.60 THEN 'google.com'
-        WHEN {u} < 0.64 THEN 'bing.com'
-        WHEN {u} < 0.72 THEN 'facebook.com'
-        WHEN {u} < 0.80 THEN 'instagram.com'
-        WHEN {u} < 0.85 THEN 'tiktok.com'
-        WHEN {u} < 0.93 THEN 'newsletter'
-        ELSE 'partner-site.com'
-    END"""
-
-_LANDING_SQL = """
-    CASE
-        WHEN {u} < 0.30 THEN '/'
-        WHEN {u} < 0.42 THEN '/sale'
-        WHEN {u} < 0.65 THEN '/category/'
-            || ['apparel', 'home', 'beauty', 'electronics', 'toys'][1 + phloem_gen_int({k}, '{salt}_cat', 5)]
-        ELSE '/products/' || (1 + phloem_gen_int({k}, '{salt}_product', {n_products}))
-    END"""
+# Kind 4 tops the others up to exactly 3 x scale.  The parts only produce narrow rows
+# (kind, src, customer_id, visited_at, acquisition_channel); the string columns are derived
+# from (kind, src) after numbering, so the big sorts do not have to carry them.
 
 
-def _referrer(u: str) -> str:
-    return _REFERRER_SQL.format(u=u)
-
-
-def _landing(key: str, salt: str) -> str:
-    u = f"phloem_gen_u({key}, '{salt}_landing')"
-    return _LANDING_SQL.format(u=u, k=key, salt=salt, n_products=N_PRODUCTS)
-
-
-def _visit_parts_sql(schema: str, n_anon: int, hours_total: int) -> str:
+def _visit_parts_sql(schema: str, n_anon: int, hours_total: int) -> tuple[str, str, str]:
     anon = f"""
-    SELECT
-        1 AS kind,
-        i AS src,
-        NULL::BIGINT AS customer_id,
-        'anon-' || (1 + phloem_gen_int(i, 'anon_id', {max(1, n_anon // 3)})) AS anonymous_id,
-        ts AS visited_at,
-        {_landing("i", "anon")} AS landing_page,
-        {_referrer("phloem_gen_u(i, 'anon_referrer')")} AS referrer
+    SELECT 1 AS kind, i AS src, NULL::BIGINT AS customer_id, ts AS visited_at,
+           NULL::VARCHAR AS acquisition_channel
     FROM ({_timed_events_sql(n_anon, "anon_visit", hours_total)})
     """
     order_sessions = f"""
     SELECT
         2 AS kind,
-        o.order_id AS src,
-        o.customer_id,
-        NULL AS anonymous_id,
+        order_id AS src,
+        customer_id,
         -- 1 .. 120 minutes before the order
-        greatest(TIMESTAMP '2023-01-01 00:00:00', o.ordered_at - to_microseconds(
-            60000000 + phloem_gen_int(o.order_id, 'session_us', 7140000000))) AS visited_at,
-        CASE
-            -- half of the sessions land on the product of the order's first line
-            WHEN phloem_gen_u(o.order_id, 'session_landing') < 0.5 THEN '/products/' || {_FIRST_PRODUCT_SQL}
-            ELSE {_landing("o.order_id", "session")}
-        END AS landing_page,
-        {_referrer("phloem_gen_u(o.order_id, 'session_referrer')")} AS referrer
-    FROM {schema}.orders o
-    WHERE phloem_gen_u(o.order_id, 'session') < 0.75
+        greatest(TIMESTAMP '2023-01-01 00:00:00', ordered_at - to_microseconds(
+            60000000 + phloem_gen_int(order_id, 'session_us', 7140000000))) AS visited_at,
+        NULL AS acquisition_channel
+    FROM {schema}.orders
+    WHERE phloem_gen_u(order_id, 'session') < 0.75
     """
-    pre_signup = f"""
-    SELECT
-        3 AS kind,
-        c.customer_id * 4 + k AS src,
-        c.customer_id,
-        NULL AS anonymous_id,
-        c.signed_up_at - to_microseconds(
-            600000000 + phloem_gen_int(c.customer_id * 4 + k, 'pre_us', 14 * 86400000000)
-        ) AS visited_at,
-        {_landing("c.customer_id * 4 + k", "pre")} AS landing_page,
-        -- the first touch matches how the customer was acquired
-        CASE c.acquisition_channel
-            WHEN 'organic' THEN
-                CASE WHEN phloem_gen_u(c.customer_id, 'pre_ref') < 0.8 THEN 'google.com' ELSE 'bing.com' END
-            WHEN 'paid_search' THEN 'googleads.g.doubleclick.net'
-            WHEN 'social' THEN
-                CASE
-                    WHEN phloem_gen_u(c.customer_id, 'pre_ref') < 0.4 THEN 'instagram.com'
-                    WHEN phloem_gen_u(c.customer_id, 'pre_ref') < 0.8 THEN 'facebook.com'
-                    ELSE 'tiktok.com'
-                END
-            WHEN 'email' THEN 'newsletter'
-            ELSE 'partner-site.com'
-        END AS referrer
-    FROM phloem_gen_customers c
-    JOIN range(3) r(k)
-        ON phloem_gen_u(c.customer_id * 4 + k, 'pre_visit') < [0.7, 0.35, 0.15][k + 1]
+    pre_signup = """
+    SELECT *
+    FROM (
+        SELECT
+            3 AS kind,
+            c.customer_id * 4 + r.k AS src,
+            c.customer_id,
+            c.signed_up_at - to_microseconds(
+                600000000 + phloem_gen_int(c.customer_id * 4 + r.k, 'pre_us', 14 * 86400000000)
+            ) AS visited_at,
+            c.acquisition_channel
+        FROM phloem_gen_customers c
+        JOIN range(3) r(k)
+            ON phloem_gen_u(c.customer_id * 4 + r.k, 'pre_visit') < [0.7, 0.35, 0.15][r.k + 1]
+    )
+    -- a customer who signed up right at the start has no earlier visits
+    WHERE visited_at >= TIMESTAMP '2023-01-01 00:00:00'
     """
-    # a customer who signed up right at the start has no earlier visits
-    pre_signup = f"SELECT * FROM ({pre_signup}) WHERE visited_at >= TIMESTAMP '2023-01-01 00:00:00'"
     return anon, order_sessions, pre_signup
 
 
 def _browse_sql(n: int, hours_total: int) -> str:
     events = _timed_events_sql(n, "browse", hours_total)
     return f"""
-    SELECT
-        4 AS kind,
-        a.i AS src,
-        a.customer_id,
-        NULL AS anonymous_id,
-        a.ts AS visited_at,
-        {_landing("a.i", "browse")} AS landing_page,
-        {_referrer("phloem_gen_u(a.i, 'browse_referrer')")} AS referrer
-    FROM ({_assign_customer_sql(events, "i", "browse_customer")}) a
+    SELECT 4 AS kind, i AS src, customer_id, ts AS visited_at, NULL AS acquisition_channel
+    FROM ({_assign_customer_sql(events, "i", "browse_customer")})
     """
+
+
+_VISITS_SQL = """
+CREATE OR REPLACE TABLE {schema}.visits AS
+WITH numbered AS (
+    SELECT
+        row_number() OVER (ORDER BY visited_at, kind, src) AS visit_id,
+        kind,
+        src,
+        src * 4 + kind AS vkey,
+        customer_id,
+        visited_at,
+        acquisition_channel
+    FROM ({parts})
+)
+SELECT
+    visit_id,
+    customer_id,
+    CASE WHEN kind = 1 THEN 'anon-' || (1 + phloem_gen_int(src, 'anon_id', {n_anonymous_ids})) END
+        AS anonymous_id,
+    visited_at,
+    CASE
+        -- half of the order sessions land on the product of the order's first line
+        WHEN kind = 2 AND phloem_gen_u(vkey, 'session_landing') < 0.5 THEN '/products/' || {first_product}
+        WHEN phloem_gen_u(vkey, 'landing') < 0.30 THEN '/'
+        WHEN phloem_gen_u(vkey, 'landing') < 0.42 THEN '/sale'
+        WHEN phloem_gen_u(vkey, 'landing') < 0.65 THEN '/category/'
+            || ['apparel', 'home', 'beauty', 'electronics', 'toys'][1 + phloem_gen_int(vkey, 'landing_cat', 5)]
+        ELSE '/products/' || (1 + phloem_gen_int(vkey, 'landing_product', {n_products}))
+    END AS landing_page,
+    CASE
+        -- before signing up, the referrer matches how the customer was acquired
+        WHEN kind = 3 THEN
+            CASE acquisition_channel
+                WHEN 'organic' THEN
+                    CASE WHEN phloem_gen_u(vkey, 'pre_ref') < 0.8 THEN 'google.com' ELSE 'bing.com' END
+                WHEN 'paid_search' THEN 'googleads.g.doubleclick.net'
+                WHEN 'social' THEN
+                    CASE
+                        WHEN phloem_gen_u(vkey, 'pre_ref') < 0.4 THEN 'instagram.com'
+                        WHEN phloem_gen_u(vkey, 'pre_ref') < 0.8 THEN 'facebook.com'
+                        ELSE 'tiktok.com'
+                    END
+                WHEN 'email' THEN 'newsletter'
+                ELSE 'partner-site.com'
+            END
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.30 THEN 'direct'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.60 THEN 'google.com'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.64 THEN 'bing.com'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.72 THEN 'facebook.com'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.80 THEN 'instagram.com'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.85 THEN 'tiktok.com'
+        WHEN phloem_gen_u(vkey, 'referrer') < 0.93 THEN 'newsletter'
+        ELSE 'partner-site.com'
+    END AS referrer
+FROM numbered
+ORDER BY visit_id
+"""
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -597,10 +604,10 @@ def generate(
     n_anon = n_visits * 3 // 10
 
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
-    for stmt in _MACROS_SQL.format(seed=int(seed)).split(";"):
-        if stmt.strip():
-            con.execute(stmt)
     try:
+        for stmt in _MACROS_SQL.format(seed=int(seed)).split(";"):
+            if stmt.strip():
+                con.execute(stmt)
         con.execute(_HOURS_SQL)
         hours_total = _scalar(con, "SELECT sum(w)::BIGINT FROM phloem_gen_hours")
         con.execute(_PRODUCTS_SQL.format(n_products=N_PRODUCTS))
@@ -632,20 +639,14 @@ def generate(
         parts = [anon, order_sessions, pre_signup]
         if n_browse:
             parts.append(_browse_sql(n_browse, hours_total))
-        union = " UNION ALL ".join(f"({part})" for part in parts)
         con.execute(
-            f"""
-            CREATE OR REPLACE TABLE {q}.visits AS
-            SELECT
-                row_number() OVER (ORDER BY visited_at, kind, src) AS visit_id,
-                customer_id,
-                anonymous_id::VARCHAR AS anonymous_id,
-                visited_at,
-                landing_page,
-                referrer
-            FROM ({union})
-            ORDER BY visit_id
-            """
+            _VISITS_SQL.format(
+                schema=q,
+                parts=" UNION ALL ".join(f"({part})" for part in parts),
+                n_anonymous_ids=max(1, n_anon // 3),
+                first_product=_PRODUCT_SQL.format(n_products=N_PRODUCTS, order_id="src", k=0),
+                n_products=N_PRODUCTS,
+            )
         )
     finally:
         for table in _TEMP_TABLES:
@@ -653,6 +654,4 @@ def generate(
         for macro in _MACROS:
             con.execute(f"DROP MACRO IF EXISTS temp.main.{macro}")
 
-    return {
-        table: _scalar(con, f"SELECT count(*) FROM {q}.{table}") for table in TABLES
-    }
+    return {table: _scalar(con, f"SELECT count(*) FROM {q}.{table}") for table in TABLES}

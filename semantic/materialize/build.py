@@ -43,6 +43,7 @@ class Builder:
     def __init__(self, model: Model, engine):
         self.model, self.engine = model, engine
         self.schema = model.settings.materialization.schema_
+        self.dialect = getattr(engine, "dialect", "duckdb")
 
     def table(self, name: str, staged: bool = False) -> exp.Table:
         return exp.Table(this=ident(STAGE + name if staged else name), db=ident(self.schema))
@@ -53,15 +54,16 @@ class Builder:
         fingerprints: dict[str, str] = {}
         for stream in self.model.streams.values():
             for a in stream.activities:
-                query = activity_select(stream, a)
-                fp = _digest(query.sql("duckdb"))
+                query = activity_select(stream, a, self.dialect)
+                fp = _digest(query.sql(self.dialect))
                 fingerprints[stream.name] = _digest(fingerprints.get(stream.name, ""), fp)
                 out.append(Target(table_name(stream, a), "activity", query, fp))
         for d in self.model.datasets.values():
             stream = self.model.streams[d.stream]
-            live = compile_dataset(stream, d, self.table_of(), self.model.dataset_columns)
-            query = compile_dataset(stream, d, self.table_of(staged), self.model.dataset_columns) if staged else live
-            out.append(Target(d.name, "dataset", query, _digest(live.sql("duckdb"), fingerprints[d.stream])))
+            live = compile_dataset(stream, d, self.table_of(), self.model.dataset_columns, self.dialect)
+            query = compile_dataset(stream, d, self.table_of(staged), self.model.dataset_columns,
+                                    self.dialect) if staged else live
+            out.append(Target(d.name, "dataset", query, _digest(live.sql(self.dialect), fingerprints[d.stream])))
         return out
 
     def table_of(self, staged: set[str] = frozenset()) -> Callable[[Stream, Activity], exp.Table]:
@@ -120,7 +122,7 @@ class Builder:
                 tx.execute(f'insert into "{s}"."{BUILDS}" values (?, ?, now())', [t.name, t.fingerprint])
             for stream in self.model.streams.values():
                 view = exp.Create(this=self.table(stream.name), kind="VIEW", replace=True,
-                                  expression=stream_view(stream, self.table_of()))
+                                  expression=stream_view(stream, self.table_of(), self.dialect))
                 tx.execute(view)
 
     def drop_stages(self) -> None:

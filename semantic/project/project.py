@@ -9,7 +9,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from semantic.activity.stream import ident
-from semantic.engines.duckdb import DuckDBEngine
+from semantic.engines import connect
 from semantic.errors import QueryError, did_you_mean
 from semantic.materialize.build import Builder, BuildReport
 from semantic.project.load import Model, load_project
@@ -20,7 +20,7 @@ from semantic.query.query import Query, make_query
 class Project:
     def __init__(self, model: Model, engine=None):
         self.model = model
-        self.engine = engine or DuckDBEngine(model.database_path, files=model.root)
+        self.engine = engine or connect(model)
         self.builder = Builder(model, self.engine)
         self.compiler = Compiler(model, self.engine.dialect)
 

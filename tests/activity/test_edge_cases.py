@@ -379,11 +379,14 @@ DATASETS = [
 AQL = {"s_aql": S_AQL, "ties_aql": TIES_AQL, "empty_aql": EMPTY_AQL, "agg_aql": AGG_AQL, "sel_aql": SEL_AQL}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edge_cases")
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def project(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"edge_cases_{request.param}")
     (root / "models").mkdir()
-    (root / "phloem.yml").write_text(yaml.safe_dump({"name": "edge_cases"}))  # AQL compat: dbt_aql (default)
+    settings = {"name": "edge_cases"}  # AQL compat: dbt_aql (default)
+    if request.param == "postgres":  # the inline VALUES activities are plain SQL both engines read
+        settings["warehouse"] = {"engine": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
+    (root / "phloem.yml").write_text(yaml.safe_dump(settings))
     streams = [S_STREAM, TIES_STREAM, NOID_STREAM, EMPTY_STREAM, WEB_STREAM, ORDERS_STREAM, AGG_STREAM, SEL_STREAM]
     (root / "models" / "edge.yml").write_text(yaml.safe_dump({"streams": streams, "datasets": DATASETS},
                                                              sort_keys=False))

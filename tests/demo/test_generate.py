@@ -204,26 +204,20 @@ def test_categorical_values(con):
     def values(sql: str) -> set:
         return {row[0] for row in _rows(con, sql)}
 
-    assert values("SELECT DISTINCT country FROM raw.customers") == {
-        "US", "CA", "GB", "DE", "FR", "AU", "NL", "ES"
-    }
-    top_country = _scalar(
-        con, "SELECT country FROM raw.customers GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
-    )
+    countries = {"US", "CA", "GB", "DE", "FR", "AU", "NL", "ES"}
+    assert values("SELECT DISTINCT country FROM raw.customers") == countries
+    top_country = _scalar(con, "SELECT country FROM raw.customers GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
     assert top_country == "US"
-    assert values("SELECT DISTINCT acquisition_channel FROM raw.customers") == {
-        "organic", "paid_search", "social", "email", "affiliate"
-    }
+    acquisition = {"organic", "paid_search", "social", "email", "affiliate"}
+    assert values("SELECT DISTINCT acquisition_channel FROM raw.customers") == acquisition
     assert values("SELECT DISTINCT channel FROM raw.orders") == {"web", "app", "marketplace"}
     top_channel = _scalar(con, "SELECT channel FROM raw.orders GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
     assert top_channel == "web"
-    assert values("SELECT DISTINCT category FROM raw.order_lines") == {
-        "apparel", "home", "beauty", "electronics", "toys"
-    }
+    categories = {"apparel", "home", "beauty", "electronics", "toys"}
+    assert values("SELECT DISTINCT category FROM raw.order_lines") == categories
     assert values("SELECT DISTINCT carrier FROM raw.shipments") == {"ups", "fedex", "dhl", "usps"}
-    assert values("SELECT DISTINCT method FROM raw.payments") == {
-        "card", "paypal", "apple_pay", "bank_transfer"
-    }
+    methods = {"card", "paypal", "apple_pay", "bank_transfer"}
+    assert values("SELECT DISTINCT method FROM raw.payments") == methods
 
 
 # --- invariants ----------------------------------------------------------------------------
@@ -243,7 +237,10 @@ def test_order_totals_equal_line_sums(con):
         """,
     )
     assert mismatches == 0
-    assert _scalar(con, "SELECT count(*) FROM raw.order_lines WHERE order_id NOT IN (SELECT order_id FROM raw.orders)") == 0
+    orphan_lines = _scalar(
+        con, "SELECT count(*) FROM raw.order_lines WHERE order_id NOT IN (SELECT order_id FROM raw.orders)"
+    )
+    assert orphan_lines == 0
 
 
 def test_order_lines_copy_order_fields(con):
@@ -323,6 +320,18 @@ def test_customer_order_counts_are_skewed(con):
     assert most >= 20
 
 
+def test_independent_attributes_are_uncorrelated(con):
+    # Each attribute has its own salt; a weak hash mix makes e.g. payment method and basket
+    # size move together.  Average order value must not depend on channel or payment method.
+    for sql in (
+        "SELECT channel, avg(total) FROM raw.orders GROUP BY 1",
+        """SELECT p.method, avg(o.total) FROM raw.orders o JOIN raw.payments p USING (order_id)
+           GROUP BY 1""",
+    ):
+        averages = [float(avg) for _, avg in _rows(con, sql)]
+        assert max(averages) < 1.15 * min(averages), sql
+
+
 def test_timestamps_in_range(con):
     checks = {
         "customers": "signed_up_at",
@@ -343,9 +352,7 @@ def test_timestamps_in_range(con):
 
 
 def test_monthly_volume_has_shape(con):
-    by_month = dict(
-        _rows(con, "SELECT strftime(ordered_at, '%Y-%m'), count(*) FROM raw.orders GROUP BY 1")
-    )
+    by_month = dict(_rows(con, "SELECT strftime(ordered_at, '%Y-%m'), count(*) FROM raw.orders GROUP BY 1"))
     assert len(by_month) == 36
     for year in (2023, 2024, 2025):
         assert by_month[f"{year}-12"] > 1.2 * by_month[f"{year}-06"]
@@ -431,10 +438,11 @@ def test_visits(con):
     assert bad == 0
     assert 0.25 * 3 * SCALE < anonymous < 0.35 * 3 * SCALE
     assert linked_customers > 0.5 * (SCALE // 4)
-    assert _scalar(
+    unknown_customers = _scalar(
         con,
         "SELECT count(*) FROM raw.visits WHERE customer_id NOT IN (SELECT customer_id FROM raw.customers)",
-    ) == 0
+    )
+    assert unknown_customers == 0
     before, after = _rows(
         con,
         """

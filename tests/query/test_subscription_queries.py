@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-import pytest
-
 # Per-subscription facts restated from the raw tables: the trial before, the last upgrade after, churn.
 SUBS = """
 with s as (
