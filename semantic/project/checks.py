@@ -33,6 +33,7 @@ def check_model(model, broken: Iterable[tuple[str, str]] = ()) -> list[Problem]:
     for metric in model.metrics.values():
         c.metric(metric)
     c.metric_cycles()
+    c.cumulative_time()
     return c.problems
 
 
@@ -98,6 +99,11 @@ class _Checker:
     # ------------------------------------------------------------ datasets
 
     def dataset(self, d: Dataset) -> None:
+        taken = {s.name for s in self.model.streams.values()} | {
+            f"{s.name}__{a.name}" for s in self.model.streams.values() for a in s.activities}
+        if d.name in taken:  # datasets, stream views and activity tables share the materialization schema
+            self.add("datasets", d.name, ("name",), f"dataset name `{d.name}` is already the name of a stream table",
+                     f"{d.name}.name", f"rename the dataset, e.g. `{d.name}_dataset`")
         stream = self.model.streams.get(d.stream)
         if stream is None:
             self.unknown("datasets", d.name, ("stream",), "stream", d.stream, self.model.streams, f"{d.name}.stream",
@@ -293,6 +299,28 @@ class _Checker:
                 if stream.activity(act) is None:
                     self.unknown("metrics", m.name, ("conversion", attr), f"activity of stream `{stream.name}`", act,
                                  [a.name for a in stream.activities], f"{m.name}.conversion.{attr}")
+
+    def cumulative_time(self) -> None:
+        """A cumulative metric needs time on every measure it accumulates."""
+        for m in self.model.metrics.values():
+            if not m.cumulative:
+                continue
+            for leaf in self.leaf_measures(m.cumulative.metric, set()):
+                view = self.model.views.get(leaf.rpartition(".")[0])
+                if view is not None and not view.time:
+                    self.add("metrics", m.name, ("cumulative",), f"`{m.name}` accumulates `{leaf}` over time, but view "
+                             f"`{view.name}` has no time column", f"{m.name}.cumulative",
+                             f"give view `{view.name}` a `time:` column")
+
+    def leaf_measures(self, name: str, seen: set[str]) -> list[str]:
+        m = self.model.metrics.get(name)
+        if m is None or name in seen:
+            return []
+        seen.add(name)
+        if m.measure:
+            found = self.measure_views(m.measure)
+            return [f"{found[0]}.{m.measure.rpartition('.')[2]}"] if len(found) == 1 else []
+        return [x for child in metric_inputs(m) for x in self.leaf_measures(child, seen)]
 
     def metric_cycles(self) -> None:
         deps = {name: set(metric_inputs(m)) & set(self.model.metrics) for name, m in self.model.metrics.items()}

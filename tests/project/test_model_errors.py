@@ -644,3 +644,18 @@ def test_four_mistakes_in_two_files_in_one_error(tmp_path):
     rendered = str(ModelError(found))
     assert rendered.startswith("4 problems in the project:")
     assert re.search(r"models/metrics\.yml:\d+ \[aov\.expr\]: unknown metric `revnue`", rendered)
+
+
+def test_cumulative_over_a_view_without_time(tmp_path):
+    views = edit(VIEWS, "    time: ordered_at\n", "")
+    p = only(problems(tmp_path, views=views))
+    check(p, "models/metrics.yml", line(METRICS, "name: revenue_7d"), "revenue_7d.cumulative",
+          "accumulates `orders.revenue` over time, but view `orders` has no time column", "give view `orders` a `time:`")
+
+
+def test_dataset_named_like_a_stream_table(tmp_path):
+    datasets = edit(DATASETS, "  - name: orders\n", "  - name: customer_stream\n")
+    views = edit(VIEWS, "dataset: orders", "dataset: customer_stream")
+    p = only(problems(tmp_path, datasets=datasets, views=views))
+    check(p, "models/datasets.yml", line(DATASETS, "- name: orders"), "customer_stream",
+          "already the name of a stream table", "rename the dataset")
