@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlglot import exp
 
@@ -78,11 +79,16 @@ class Builder:
             return {}
         return dict(self.engine.rows(f'select name, fingerprint from "{self.schema}"."{BUILDS}"'))
 
+    @cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """What each table should be built from; the model is immutable, so compiled once."""
+        return {t.name: t.fingerprint for t in self.targets()}
+
     def stale(self) -> list[str]:
         """Names of tables that are missing or were built from another definition."""
         built = self.built_fingerprints()
         existing = set(self.engine.tables(self.schema))
-        return [t.name for t in self.targets() if built.get(t.name) != t.fingerprint or t.name not in existing]
+        return [n for n, fp in self.fingerprints.items() if built.get(n) != fp or n not in existing]
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
         """Stage what is stale, then publish all of it at once; on any failure nothing visible changes."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+from cachetools import TTLCache
 from sqlglot import exp
 
 from semantic.activity.stream import ident
@@ -16,6 +17,8 @@ from semantic.project.load import Model, load_project
 from semantic.query.compile import Compiled, Compiler
 from semantic.query.query import Query, make_query
 
+FRESH_SECONDS = 2.0  # how long a "nothing is stale" check is trusted before the warehouse is asked again
+
 
 class Project:
     def __init__(self, model: Model, engine=None):
@@ -23,6 +26,7 @@ class Project:
         self.engine = engine or connect(model)
         self.builder = Builder(model, self.engine)
         self.compiler = Compiler(model, self.engine.dialect)
+        self._fresh: TTLCache = TTLCache(maxsize=1, ttl=FRESH_SECONDS)
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None) -> Project:
@@ -33,11 +37,17 @@ class Project:
         return self.model.settings.materialization.schema_
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
-        return self.builder.build(force=force, progress=progress)
+        report = self.builder.build(force=force, progress=progress)
+        self._fresh["all"] = True
+        return report
 
     def ensure_built(self, progress: Callable[[str, int, int], None] | None = None) -> BuildReport | None:
         """Build whatever is missing or stale, so a fresh project just works."""
-        return self.build(progress=progress) if self.builder.stale() else None
+        if self._fresh.get("all"):  # checked moments ago: keep the per-query overhead in microseconds
+            return None
+        report = self.build(progress=progress) if self.builder.stale() else None
+        self._fresh["all"] = True
+        return report
 
     def dataset(self, name: str, limit: int | None = None, progress=None) -> pa.Table:
         if name not in self.model.datasets:
