@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +18,16 @@ from semantic.project.load import Model, load_project
 from semantic.query.compile import Compiled, Compiler
 from semantic.query.query import Query, make_query
 
+RESULT_BYTES = 256 * 2**20
+RESULT_TTL = 300.0
 FRESH_SECONDS = 2.0  # how long a "nothing is stale" check is trusted before the warehouse is asked again
+
+
+@dataclass(frozen=True)
+class Answer:
+    table: pa.Table
+    compiled: Compiled
+    cached: bool
 
 
 class Project:
@@ -27,6 +37,9 @@ class Project:
         self.builder = Builder(model, self.engine)
         self.compiler = Compiler(model, self.engine.dialect)
         self._fresh: TTLCache = TTLCache(maxsize=1, ttl=FRESH_SECONDS)
+        # answers by model version, build generation and SQL: LRU within a byte budget, each kept RESULT_TTL s
+        self.results: TTLCache = TTLCache(maxsize=RESULT_BYTES, ttl=RESULT_TTL, getsizeof=lambda t: t.nbytes or 1)
+        self.generation = 0  # bumped by every build that changed a table
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None) -> Project:
@@ -39,6 +52,9 @@ class Project:
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
         report = self.builder.build(force=force, progress=progress)
         self._fresh["all"] = True
+        if report.built:
+            self.generation += 1
+            self.results.clear()
         return report
 
     def ensure_built(self, progress: Callable[[str, int, int], None] | None = None) -> BuildReport | None:
@@ -66,9 +82,21 @@ class Project:
 
     def query(self, query: Query | None = None, progress=None, **fields) -> pa.Table:
         """Answer a metric query (MODEL.md §6); builds whatever it reads first if needed."""
-        compiled = self.compile(query, **fields)
+        return self.run(query if query is not None else make_query(**fields), progress=progress).table
+
+    def run(self, query: Query, progress=None, use_cache: bool = True) -> Answer:
+        """A query's answer with how it was obtained; repeated queries come from the result cache."""
+        compiled = self.compiler.compile(query)
+        key = (self.model.version, self.generation, compiled.sql)
+        if use_cache:
+            hit = self.results.get(key)
+            if hit is not None:
+                return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
-        return self.engine.arrow(compiled.sql)
+        table = self.engine.arrow(compiled.sql)
+        if use_cache:
+            self.results[key] = table
+        return Answer(table, compiled, cached=False)
 
     def explain(self, query: Query | None = None, **fields) -> str:
         return self.compile(query, **fields).explain()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
-from semantic.errors import QueryError
+from semantic.errors import QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
 from semantic.project.model import DURATION, GRAINS, Conversion, Cumulative, Measure, Metric
 from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
@@ -116,7 +116,6 @@ class Planner:
         known = [d.output for d in dims] + list(metrics)
         for name, _ in order:
             if name not in known:
-                from semantic.errors import did_you_mean
 
                 raise QueryError(f"cannot order by `{name}`: it is not a requested metric or dimension",
                                  did_you_mean(name, known) or f"order by one of: {', '.join(known)}")
@@ -128,8 +127,18 @@ class Planner:
         return plan
 
     def metric(self, name: str) -> Metric:
+        if name not in self.graph.model.metrics and "." in name:
+            return self.measure_metric(name)
         self.tree.node(name)  # raises a QueryError with a suggestion
         return self.graph.model.metrics[name]
+
+    def measure_metric(self, ref: str) -> Metric:
+        """`view.measure` asked for directly (SQL doors, ad-hoc queries): a simple metric named after it."""
+        view, _, measure = ref.partition(".")
+        if view not in self.graph.measures or measure not in self.graph.measures[view]:
+            known = [f"{v}.{m}" for v, ms in self.graph.measures.items() for m in ms]
+            raise QueryError(f"unknown measure `{ref}`", did_you_mean(ref, known) or f"known: {', '.join(known)}")
+        return Metric(name=ref.replace(".", "__"), measure=ref)
 
     # ------------------------------------------------------------ formulas
 

@@ -46,6 +46,7 @@ class Query(BaseModel):
     time_range: TimeRange | None = None
     order_by: tuple[str, ...] = ()
     limit: int | None = Field(None, ge=0)
+    offset: int | None = Field(None, ge=0)
 
     @field_validator("metrics", "dimensions", "order_by", mode="before")
     @classmethod
@@ -75,7 +76,7 @@ def make_query(**fields: Any) -> Query:
         where = ".".join(str(x) for x in first["loc"])
         raise QueryError(f"invalid query field `{where}`: {first['msg']}",
                          "a query needs `metrics` and may have dimensions, filters, time_range, order_by, "
-                         "limit") from None
+                         "limit, offset") from None
 
 
 def parse_order(item: str) -> tuple[str, bool]:

@@ -393,6 +393,8 @@ class Renderer:
                                      for name, desc in plan.order), copy=False)
         if plan.query.limit is not None:
             query = query.limit(plan.query.limit, copy=False)
+        if plan.query.offset:
+            query = query.offset(plan.query.offset, copy=False)
         return with_ctes(query, self.ctes)
 
 
