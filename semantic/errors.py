@@ -76,3 +76,7 @@ class BuildError(PhloemError):
 
 class WarehouseError(PhloemError):
     """The warehouse cannot be reached or refused a statement; carries the server's own message."""
+
+
+class QueryTimeout(PhloemError):
+    """A query ran past its time limit and was cancelled in the warehouse."""

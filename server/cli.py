@@ -22,6 +22,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from semantic import PhloemError, Project
+from semantic.engines import connect
+from semantic.engines.copy import copy_tables
 from semantic.project.load import find_project, load_project
 
 app = typer.Typer(help="Phloem: a semantic layer built on activity streams.", no_args_is_help=True,
@@ -107,30 +109,72 @@ def dataset(name: str, project: ProjectOpt = None,
     print_table(table, format, title=name)
 
 
+DEMO_DIR = Path("phloem-demo")
+
+
 @app.command()
-def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo project.")] = Path("phloem-demo"),
+def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo project.")] = DEMO_DIR,
          scale: Annotated[int, typer.Option("--scale", min=10, help="Number of orders to generate.")] = 100_000,
          seed: Annotated[int, typer.Option("--seed")] = 7) -> None:
     """Generate the demo shop's data at a scale, build it, and show its orders."""
+    with user_errors():
+        prepare_demo(directory, scale, seed)
+        with _open(directory) as p:
+            table = p.dataset("orders", limit=10)
+    print_table(table, Format.table, title=f"orders (first 10 of {scale:,}) — project in {directory}")
+
+
+def prepare_demo(directory: Path, scale: int, seed: int) -> None:
+    """Copy the demo project to `directory`, generate its data at `scale` and build it."""
     from semantic.demo.generate import generate
 
     if not (directory / "phloem.yml").exists():
         with resources.as_file(resources.files("semantic.demo") / "project") as src:
             shutil.copytree(src, directory, dirs_exist_ok=True)
-    with user_errors():
-        model = load_project(directory)
+    model = load_project(directory)
+    on_postgres = model.settings.warehouse.engine == "postgres"  # generated in DuckDB, then copied to `raw`
+    if not on_postgres:
         Path(model.database_path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(model.database_path)
-        try:
-            with err.status(f"generating {scale:,} orders"):
-                counts = generate(con, scale=scale, seed=seed)
-        finally:
-            con.close()
-        err.print("generated " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
-        with _open(directory) as p, progress_bar("building") as update:
-            p.build(force=True, progress=update)
-            table = p.dataset("orders", limit=10)
-    print_table(table, Format.table, title=f"orders (first 10 of {scale:,}) — project in {directory}")
+    con = duckdb.connect(":memory:" if on_postgres else model.database_path)
+    try:
+        with err.status(f"generating {scale:,} orders"):
+            counts = generate(con, scale=scale, seed=seed)
+        if on_postgres:
+            with err.status("copying the raw tables to PostgreSQL"):
+                _copy_raw(con, model)
+    finally:
+        con.close()
+    err.print("generated " + ", ".join(f"{n:,} {t}" for t, n in counts.items()))
+    with _open(directory) as p, progress_bar("building") as update:
+        p.build(force=True, progress=update)
+
+
+@app.command()
+def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (default: the demo, built on first run).")] = None,
+          host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port")] = 8000,
+          timeout: Annotated[float, typer.Option("--timeout", help="Seconds a query may run (then 504).")] = 30.0,
+          scale: Annotated[int, typer.Option("--scale", min=10, help="Demo orders, when serving the demo.")] = 100_000) -> None:
+    """Serve a project over REST, GraphQL and semantic SQL (no argument: the demo shop)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    with user_errors():
+        if project is None:
+            project = DEMO_DIR
+            if not (project / "phloem.yml").exists():
+                err.print(f"first run: building the demo shop in ./{project}")
+                prepare_demo(project, scale, 7)
+        with _open(project) as p, progress_bar("building") as update:
+            p.ensure_built(update)
+        app_ = create_app(project, timeout=timeout)
+    base = f"http://{host}:{port}"
+    out.print(f"Phloem is serving [bold]{app_.state.runtime.project.model.settings.name}[/bold]:\n"
+              f"  REST     {base}/api/v1/meta   (POST /api/v1/query, /api/v1/explain, /api/v1/sql)\n"
+              f"  OpenAPI  {base}/docs\n"
+              f"  GraphQL  {base}/graphql", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -187,6 +231,14 @@ def tree(metric: Annotated[str | None, typer.Argument(help="Draw only this metri
         t = Tree(label(root))
         grow(t, root)
         out.print(t)
+
+
+def _copy_raw(con: duckdb.DuckDBPyConnection, model) -> None:
+    engine = connect(model)
+    try:
+        copy_tables(con, engine, "raw")
+    finally:
+        engine.close()
 
 
 @contextmanager

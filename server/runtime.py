@@ -10,11 +10,22 @@ from semantic.project.load import find_project, load_project
 
 
 class Runtime:
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, timeout: float | None = 30.0):
         self.root = find_project(root)
         self.project = Project.load(self.root)
+        self.timeout = timeout  # seconds a query may run before it is cancelled (504)
         self._lock = threading.Lock()
         self._listeners = []
+        self._sql = None
+
+    def sql(self):
+        """The semantic-SQL door of the current project (one per model version)."""
+        from server.sql import SemanticSQL
+
+        project = self.project
+        if self._sql is None or self._sql.project is not project:
+            self._sql = SemanticSQL(project)
+        return self._sql
 
     @property
     def version(self) -> str:

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from semantic.errors import BuildError
+from semantic.errors import BuildError, QueryTimeout
 
 
 class DuckDBEngine:
@@ -32,12 +32,19 @@ class DuckDBEngine:
         with self._lock:
             self.con.execute(self.sql(query), params)
 
-    def arrow(self, query: str | exp.Expression, params: list | None = None) -> pa.Table:
-        """Run a query on a private cursor (safe across threads) and return Arrow."""
+    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None) -> pa.Table:
+        """Run a query on a private cursor (safe across threads) and return Arrow; cancel it after `timeout` s."""
         cursor = self.con.cursor()
+        timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
         try:
+            if timer:
+                timer.start()
             return cursor.sql(self.sql(query), params=params).to_arrow_table()
+        except duckdb.InterruptException:
+            raise QueryTimeout(f"the query ran longer than {timeout:g} s and was cancelled") from None
         finally:
+            if timer:
+                timer.cancel()
             cursor.close()
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:

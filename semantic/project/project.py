@@ -84,7 +84,7 @@ class Project:
         """Answer a metric query (MODEL.md §6); builds whatever it reads first if needed."""
         return self.run(query if query is not None else make_query(**fields), progress=progress).table
 
-    def run(self, query: Query, progress=None, use_cache: bool = True) -> Answer:
+    def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None) -> Answer:
         """A query's answer with how it was obtained; repeated queries come from the result cache."""
         compiled = self.compiler.compile(query)
         key = (self.model.version, self.generation, compiled.sql)
@@ -93,7 +93,7 @@ class Project:
             if hit is not None:
                 return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
-        table = self.engine.arrow(compiled.sql)
+        table = self.engine.arrow(compiled.sql, timeout=timeout) if timeout else self.engine.arrow(compiled.sql)
         if use_cache:
             self.results[key] = table
         return Answer(table, compiled, cached=False)

@@ -1,0 +1,78 @@
+"""REST under /api/v1: meta, query, explain, sql. Parse into a Query, let the library answer, encode."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from semantic.meta import describe
+from semantic.query.query import Query
+from server.encode import ARROW, CSV, JSON, encode, negotiate
+from server.errors import json_response
+
+QUERY_EXAMPLE = {
+    "metrics": ["profit", "margin"],
+    "dimensions": ["channel", "metric_time__month"],
+    "filters": ["country in ('US', 'CA')"],
+    "time_range": {"start": "2024-01-01", "end": "2024-12-31"},
+    "order_by": ["-profit"],
+    "limit": 10,
+}
+ANSWER = {
+    "description": "Typed columns and rows (JSON), or CSV / Arrow IPC stream by the Accept header. "
+                   "Header `X-Phloem-Cache` says `hit` or `miss`.",
+    "content": {JSON: {"example": {"columns": [{"name": "channel", "type": "string"},
+                                               {"name": "profit", "type": "decimal(38,2)"}],
+                                   "rows": [["web", 1234.5]], "cached": False}},
+                CSV: {"example": "channel,profit\nweb,1234.50\n"}, ARROW: {}},
+}
+
+
+class SqlRequest(BaseModel):
+    sql: str = Field(min_length=1, examples=["SELECT channel, MEASURE(gross_revenue) FROM orders GROUP BY 1"])
+    params: list[Any] = Field(default_factory=list, description="Values for $1, $2, … in the SQL.")
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+
+    @api.get("/meta", summary="Views, dimensions, measures, metrics and the metric tree")
+    def meta(request: Request) -> Response:
+        return json_response(describe(request.app.state.runtime.project.compiler))
+
+    @api.post("/query", summary="Answer a metric query", responses={200: ANSWER})
+    async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
+                    accept: Annotated[str | None, Header()] = None) -> Response:
+        runtime = request.app.state.runtime
+        answer = await run_in_threadpool(runtime.project.run, q, None, True, runtime.timeout)
+        return answered(answer.table, answer.cached, accept)
+
+    @api.post("/explain", summary="The plan and the SQL a query becomes, without running it")
+    def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
+        compiled = request.app.state.runtime.project.compiler.compile(q)
+        return json_response({"plan": compiled.plan.describe(), "sql": compiled.sql})
+
+    @api.post("/sql", summary="Semantic SQL over views and the `metrics` table", responses={200: ANSWER})
+    async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None) -> Response:
+        runtime = request.app.state.runtime
+        answer = await run_in_threadpool(runtime.sql().run, body.sql, body.params or None)
+        return answered(answer.table, answer.cached, accept)
+
+    @api.post("/reload", summary="Re-read the model files (a broken model keeps the running version)")
+    def reload(request: Request) -> Response:
+        runtime = request.app.state.runtime
+        changed = runtime.reload()
+        return json_response({"reloaded": changed, "version": runtime.version})
+
+    return api
+
+
+def answered(table, cached: bool, accept: str | None) -> Response:
+    kind = negotiate(accept)
+    headers = {"X-Phloem-Cache": "hit" if cached else "miss"}
+    content = encode(table, kind, cached=cached)
+    return Response(content, media_type=kind, headers=headers)
