@@ -28,6 +28,10 @@ def status_of(e: BaseException) -> tuple[int, dict]:
         return 504, body("timeout", str(e), "narrow the time range or filters, or ask for a coarser grain")
     if isinstance(e, ModelError):
         return 500, body("model", "the model has problems", "", problems=[str(p) for p in e.problems])
+    if isinstance(e, duckdb.ProgrammingError | duckdb.DataError | psycopg.ProgrammingError | psycopg.DataError):
+        # the warehouse understood and refused this query (a type mismatch in a filter, say): the client's to fix
+        return 400, body("query", f"the warehouse rejected the query: {str(e).splitlines()[0]}",
+                         "check the types of filter values against the dimensions in /api/v1/meta")
     if isinstance(e, WarehouseError | BuildError | duckdb.Error | psycopg.Error):
         return 503, body("warehouse", str(e).splitlines()[0] if str(e) else type(e).__name__,
                          "the warehouse failed; retry, or check that it is up and the project is built")

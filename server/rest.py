@@ -37,8 +37,16 @@ class SqlRequest(BaseModel):
     params: list[Any] = Field(default_factory=list, description="Values for $1, $2, … in the SQL.")
 
 
+ERRORS = {
+    400: {"description": "The model cannot answer this query: message and suggestion (did you mean …)."},
+    422: {"description": "Malformed request: the field and what is wrong with it."},
+    503: {"description": "The warehouse failed."},
+    504: {"description": "The query ran past the time limit and was cancelled."},
+}
+
+
 def router() -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", responses=ERRORS)
 
     @api.get("/meta", summary="Views, dimensions, measures, metrics and the metric tree")
     def meta(request: Request) -> Response:

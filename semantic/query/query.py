@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from semantic.errors import QueryError
 
@@ -32,34 +32,34 @@ class TimeRange(BaseModel):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _date(cls, v: Any) -> Any:
-        """`2024-12-31` is a date (a whole day), not midnight."""
+        """`2024-12-31` is a date (a whole day), not midnight; numbers are not dates."""
         if isinstance(v, str) and len(v.strip()) == 10:
             return dt.date.fromisoformat(v.strip())
+        if v is not None and not isinstance(v, str | dt.date):
+            raise ValueError("a date (YYYY-MM-DD) or timestamp (YYYY-MM-DDTHH:MM:SS) is expected")
+        return v
+
+    @field_validator("start", "end")
+    @classmethod
+    def _naive_utc(cls, v: Any) -> Any:
+        """Warehouse timestamps are naive UTC, so a zoned timestamp is converted to that."""
+        if isinstance(v, dt.datetime) and v.tzinfo is not None:
+            return v.astimezone(dt.UTC).replace(tzinfo=None)
         return v
 
 
 class Query(BaseModel):
+    """Strict as JSON Schema says (doors validate against it); `make_query` is the lenient Python/CLI way in."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    metrics: tuple[str, ...] = Field(min_length=1)
-    dimensions: tuple[str, ...] = ()
-    filters: tuple[Filter | str, ...] = ()
+    metrics: tuple[StrictStr, ...] = Field(min_length=1, description="Metric names, or `view.measure`.")
+    dimensions: tuple[StrictStr, ...] = Field((), description="`dim`, `view.dim`, `metric_time__month` …")
+    filters: tuple[Filter | StrictStr, ...] = Field((), description="SQL booleans over dimension names, or "
+                                                    "{dimension, op, values}; all must hold.")
     time_range: TimeRange | None = None
-    order_by: tuple[str, ...] = ()
-    limit: int | None = Field(None, ge=0)
-    offset: int | None = Field(None, ge=0)
-
-    @field_validator("metrics", "dimensions", "order_by", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> Any:
-        """`"profit, margin"` is the same as `["profit", "margin"]` (CLI and URL friendly)."""
-        if isinstance(v, str):
-            return [x.strip() for x in v.split(",") if x.strip()]
-        return v
-
-    @field_validator("filters", mode="before")
-    @classmethod
-    def _filters(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str | dict) else v
+    order_by: tuple[StrictStr, ...] = Field((), description="`-profit` or `profit:desc` sorts descending.")
+    limit: StrictInt | None = Field(None, ge=0)
+    offset: StrictInt | None = Field(None, ge=0)
 
     def key(self) -> str:
         """A normalized text of the query, for caches."""
@@ -69,6 +69,11 @@ class Query(BaseModel):
 def make_query(**fields: Any) -> Query:
     """Build a Query, turning validation errors into one readable QueryError."""
     fields = {k: v for k, v in fields.items() if v is not None}
+    for name in ("metrics", "dimensions", "order_by"):  # "profit, margin" is ["profit", "margin"]
+        if isinstance(fields.get(name), str):
+            fields[name] = [x.strip() for x in fields[name].split(",") if x.strip()]
+    if isinstance(fields.get("filters"), str | dict):
+        fields["filters"] = [fields["filters"]]
     try:
         return Query.model_validate(fields)
     except ValidationError as e:
