@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from semantic.activity.stream import PREV, base_columns, cast_to, col, entity_key, ident, occurrence_columns
 from semantic.project.model import Activity, Append, Column, Dataset, Stream
+from semantic.sqltree import with_ctes
 
 TableOf = Callable[[Stream, Activity], exp.Table]
 ORDER_COLUMNS = ("activity_occurrence", "activity_repeated_at", PREV)
@@ -113,10 +114,10 @@ class DatasetCompiler:
         for i, ap in enumerate(self.appends, start=1):
             query, cols = self.join(query, ap, f"j{i}")
             outputs += cols
-        query = query.select(*outputs)
-        for name, cte in self.ctes:
-            query = query.with_(name, as_=cte)
-        return query
+        query = query.select(*outputs, copy=False)
+        # stored in time order, so a time-range filter on the dataset skips whole blocks (zone maps)
+        query = query.order_by(col("ts", "p"), col("activity_id", "p"), copy=False)
+        return with_ctes(query, self.ctes)
 
     def column_expr(self, c: Column, scope: _Scope, agg_alias: str | None) -> exp.Expression:
         if agg_alias is not None:  # aggregated in a CTE under the column's own name

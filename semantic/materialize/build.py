@@ -44,7 +44,7 @@ class Builder:
     def __init__(self, model: Model, engine):
         self.model, self.engine = model, engine
         self.schema = model.settings.materialization.schema_
-        self.dialect = getattr(engine, "dialect", "duckdb")
+        self.dialect = engine.dialect
 
     def table(self, name: str, staged: bool = False) -> exp.Table:
         return exp.Table(this=ident(STAGE + name if staged else name), db=ident(self.schema))
@@ -85,10 +85,15 @@ class Builder:
         return {t.name: t.fingerprint for t in self.targets()}
 
     def stale(self) -> list[str]:
-        """Names of tables that are missing or were built from another definition."""
-        built = self.built_fingerprints()
-        existing = set(self.engine.tables(self.schema))
-        return [n for n, fp in self.fingerprints.items() if built.get(n) != fp or n not in existing]
+        """Names of tables that are missing or were built from another definition (one catalog round trip)."""
+        s = self.schema
+        try:  # publish records each table in the same transaction that creates it, so the record is enough
+            built = dict(self.engine.rows(
+                f'select b.name, b.fingerprint from "{s}"."{BUILDS}" b join information_schema.tables t '
+                f"on t.table_schema = '{s}' and t.table_name = b.name"))
+        except Exception:  # no builds table yet: nothing is built
+            return list(self.fingerprints)
+        return [n for n, fp in self.fingerprints.items() if built.get(n) != fp]
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
         """Stage what is stale, then publish all of it at once; on any failure nothing visible changes."""

@@ -101,6 +101,11 @@ class Planner:
         for d in dims:  # two dims with the same name: name them view__name
             if outputs.count(d.output) > 1:
                 object.__setattr__(d, "output", f"{d.view}__{d.output}")
+        seen: set[str] = set()
+        for i, d in enumerate(dims):  # still the same (`country` and `orders.country`): number the later one
+            if d.output in seen:
+                object.__setattr__(d, "output", f"{d.output}_{i + 1}")
+            seen.add(d.output)
         self.dims = dims
         grains = [d.grain for d in dims if d.view is None]
         self.grain = min(grains, key=GRAINS.index) if grains else None  # the finest metric_time grain

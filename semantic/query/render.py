@@ -344,11 +344,12 @@ class Renderer:
                 home[m.column] = "merged"
         else:
             columns = [m.column for leaf in base for m in leaf.metrics]
+            owner = {m.column: leaf.name for leaf in base for m in leaf.metrics}
             branches = []
             for leaf in base:
                 mine = {m.column for m in leaf.metrics}
                 branches.append(exp.select(*(col(o) for o in outputs),
-                                           *(col(c) if c in mine else exp.alias_(exp.null(), c, quoted=True)
+                                           *(col(c) if c in mine else exp.alias_(self.missing(owner[c], c), c, quoted=True)
                                              for c in columns)).from_(exp.Table(this=ident(leaf.name))))
             union = branches[0]
             for b in branches[1:]:
@@ -397,6 +398,13 @@ class Renderer:
             query = query.offset(plan.query.offset, copy=False)
         return with_ctes(query, self.ctes)
 
+
+    def missing(self, owner: str, column: str) -> exp.Expression:
+        """NULL for a column another leaf computes; typed like it where a bare NULL would not be."""
+        if self.dialect == "duckdb":
+            return exp.null()
+        # PostgreSQL types NULL UNION ALL NULL as text, which then clashes with a third branch's numbers
+        return exp.Subquery(this=exp.select(col(column)).from_(exp.Table(this=ident(owner))).limit(0))
 
     def spine(self, merged: exp.Table) -> exp.Table:
         """join_to_timespine: every period in range, for each combination of the other dimensions seen."""
