@@ -24,7 +24,7 @@ class Runtime:
 
         project = self.project
         if self._sql is None or self._sql.project is not project:
-            self._sql = SemanticSQL(project)
+            self._sql = SemanticSQL(project, timeout=self.timeout)
         return self._sql
 
     @property
