@@ -46,11 +46,12 @@ def agg(measure: Measure, value: exp.Expression | None, dialect: str) -> exp.Exp
         return exp.Count(this=exp.Distinct(expressions=[value]))
     if a == "approx_count_distinct":
         return exp.ApproxDistinct(this=value)
-    if a == "median":
-        return exp.PercentileCont(this=value, expression=exp.Literal.number(0.5))
+    if a == "median":  # continuous: interpolated in floating point on every engine (DuckDB rounds decimals)
+        return exp.PercentileCont(this=cast(value, "double"), expression=exp.Literal.number(0.5))
     if a == "percentile":
-        cls = exp.PercentileDisc if measure.discrete else exp.PercentileCont
-        return cls(this=value, expression=exp.Literal.number(measure.p))
+        if measure.discrete:
+            return exp.PercentileDisc(this=value, expression=exp.Literal.number(measure.p))
+        return exp.PercentileCont(this=cast(value, "double"), expression=exp.Literal.number(measure.p))
     return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[a](this=value)
 
 

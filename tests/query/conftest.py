@@ -149,8 +149,33 @@ JOIN raw.subscriptions s ON s.account_id = c.account_id AND s.subscription_no = 
 """
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> semantic.Project:
+ENGINES = ["duckdb", "postgres"]
+
+
+def on_engine(request, root: Path) -> semantic.Project:
+    """The project at `root` on the requested engine; on PostgreSQL it keeps its DuckDB twin as `reference`,
+    where the hand-written SQL (DuckDB syntax, over the same raw tables) runs."""
+    if request.param == "duckdb":
+        project = semantic.Project.load(root)
+        project.reference = project
+    else:
+        pg_root = root.parent / f"{root.name}_pg"
+        shutil.copytree(root, pg_root)
+        request.getfixturevalue("postgres_project")(pg_root)
+        project = semantic.Project.load(pg_root)
+        project.reference = semantic.Project.load(root)
+    project.build()
+    return project
+
+
+def close(project: semantic.Project) -> None:
+    if project.reference is not project:
+        project.reference.close()
+    project.close()
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def demo(request, tmp_path_factory) -> semantic.Project:
     root = tmp_path_factory.mktemp("demo") / "project"
     shutil.copytree(DEMO_PROJECT, root)
     (root / "models" / "query_tests.yml").write_text(DEMO_TEST_METRICS)
@@ -160,13 +185,12 @@ def demo(tmp_path_factory) -> semantic.Project:
         generate(con, scale=3000, seed=7)
     finally:
         con.close()
-    project = semantic.Project.load(root)
-    project.build()
+    project = on_engine(request, root)
     yield project
-    project.close()
+    close(project)
 
 
-def _saas_project(tmp_path_factory, name: str, settings: str = "") -> semantic.Project:
+def _saas_project(request, tmp_path_factory, name: str, settings: str = "") -> semantic.Project:
     root = tmp_path_factory.mktemp(name) / "project"
     shutil.copytree(SAAS_PROJECT, root)
     if settings:
@@ -178,24 +202,22 @@ def _saas_project(tmp_path_factory, name: str, settings: str = "") -> semantic.P
         con.execute(SAAS_RAW_SQL)
     finally:
         con.close()
-    project = semantic.Project.load(root)
-    project.build()
-    return project
+    return on_engine(request, root)
 
 
-@pytest.fixture(scope="session")
-def saas(tmp_path_factory) -> semantic.Project:
-    project = _saas_project(tmp_path_factory, "saas")
+@pytest.fixture(scope="session", params=ENGINES)
+def saas(request, tmp_path_factory) -> semantic.Project:
+    project = _saas_project(request, tmp_path_factory, "saas")
     yield project
-    project.close()
+    close(project)
 
 
-@pytest.fixture(scope="session")
-def saas_new_york(tmp_path_factory) -> semantic.Project:
+@pytest.fixture(scope="session", params=ENGINES)
+def saas_new_york(request, tmp_path_factory) -> semantic.Project:
     """The same SaaS project with `timezone: America/New_York` (timestamps are UTC, buckets local)."""
-    project = _saas_project(tmp_path_factory, "saas_ny", "timezone: America/New_York\n")
+    project = _saas_project(request, tmp_path_factory, "saas_ny", "timezone: America/New_York\n")
     yield project
-    project.close()
+    close(project)
 
 
 # ------------------------------------------------------------------ comparing answers
@@ -251,7 +273,7 @@ def check() -> Callable[..., list[tuple]]:
 
     def run(project: semantic.Project, sql: str, ordered: bool = False, **query) -> list[tuple]:
         got = project.query(**query)
-        expected = project.engine.arrow(sql)
+        expected = project.reference.engine.arrow(sql)
         return assert_rows(got, expected, ordered=ordered)
 
     return run
@@ -265,6 +287,6 @@ def same_value_fixture() -> Callable[[object, object], bool]:
 @pytest.fixture(scope="session")
 def raw_rows() -> Callable[[semantic.Project, str], list[tuple]]:
     def rows(project: semantic.Project, sql: str) -> list[tuple]:
-        return project.engine.rows(sql)
+        return project.reference.engine.rows(sql)
 
     return rows

@@ -338,7 +338,7 @@ def test_derived_division_by_zero_is_null(demo, check):
 def test_median_measure(demo, check):
     check(demo, """
         select channel, date_trunc('quarter', ordered_at)::date as metric_time__quarter,
-               quantile_cont(total, 0.5) as median_order_value
+               quantile_cont(total::double, 0.5) as median_order_value  -- continuous: interpolated, not rounded to cents
         from raw.orders group by all
     """, metrics=["median_order_value"], dimensions=["channel", "metric_time__quarter"])
 

@@ -1,0 +1,94 @@
+"""Request-scoped bookkeeping and error translation for the GraphQL door.
+
+Every answer the library gives during one operation is recorded, and the response carries
+`extensions.phloem = {cached, sql}`. Library errors become GraphQL errors once, here, with
+`extensions.code` (BAD_QUERY, TIMEOUT, WAREHOUSE_ERROR, MODEL_ERROR, INTERNAL_SERVER_ERROR) and
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from semantic.project.project import Answer
+from server.errors import status_of
+
+log = logging.getLogger("phloem.graphql")
+
+CODES = {"query": "BAD_QUERY", "validation": "BAD_QUERY", "timeout": "TIMEOUT", "warehouse": "WAREHOUSE_ERROR",
+         "model": "MODEL_ERROR"}
+
+
+@dataclass
+class Trace:
+    answers: list[Answer] = field(default_factory=list)
+
+
+_TRACE: ContextVar[Trace | None] = ContextVar("phloem_graphql_trace", default=None)
+
+
+def record(answer: Answer) -> None:
+    trace = _TRACE.get()
+    if trace is not None:
+        trace.answers.append(answer)
+
+
+class PhloemExtension(SchemaExtension):
+    """Adds `extensions.phloem` when the operation ran metric queries; gives every error a `code`."""
+
+    def on_operation(self) -> Iterator[None]:
+        self.trace = Trace()
+        token = _TRACE.set(self.trace)
+        try:
+            yield
+        finally:
+            _TRACE.reset(token)
+        result = self.execution_context.result
+        for error in getattr(result, "errors", None) or ():
+            if not (error.extensions or {}).get("code"):
+                code = "GRAPHQL_PARSE_FAILED" if type(error).__name__ == "GraphQLSyntaxError" else (
+                    "GRAPHQL_VALIDATION_FAILED" if error.path is None else "INTERNAL_SERVER_ERROR")
+                error.extensions = {**(error.extensions or {}), "code": code}
+
+    def get_results(self) -> dict[str, Any]:
+        answers = self.trace.answers
+        if not answers:
+            return {}
+        return {"phloem": {"cached": all(a.cached for a in answers), "sql": [a.compiled.sql for a in answers]}}
+
+
+def translated(resolver: Callable) -> Callable:
+    """Run a resolver; a library (or warehouse) error leaves it as a GraphQL error with a code and a suggestion."""
+
+    @functools.wraps(resolver)
+    def run(*args, **kwargs):
+        try:
+            return resolver(*args, **kwargs)
+        except GraphQLError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every error a request can cause is translated here, once
+            status, body = status_of(e)  # logs anything unexpected with its traceback, server-side only
+            error = body["error"]
+            message = error["message"] + (f" — {error['suggestion']}" if error.get("suggestion") else "")
+            extensions = {"code": CODES.get(error["type"], "INTERNAL_SERVER_ERROR")}
+            if error.get("suggestion"):
+                extensions["suggestion"] = error["suggestion"]
+            if error.get("problems"):
+                extensions["problems"] = error["problems"]
+            raise GraphQLError(message, extensions=extensions) from None
+
+    return run
+
+
+def log_errors(errors: list[GraphQLError]) -> None:
+    """Errors are the client's answer; the server log gets one line each (unexpected ones were logged in full)."""
+    for error in errors:
+        log.info("graphql error: %s", error.message)

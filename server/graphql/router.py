@@ -1,0 +1,102 @@
+"""GraphQL over HTTP: GraphiQL on GET, operations on POST (and GET with `?query=`), always on the current schema.
+
+The schema is rebuilt whenever the runtime reloads a changed model and swapped in one assignment, so a
+request runs entirely on one model version. Operations execute in the thread pool (`execute_sync`), so a
+long warehouse query never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import orjson
+import strawberry
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import process_result
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from semantic import Project
+from server.graphql.schema import build_schema
+from server.runtime import Runtime
+
+log = logging.getLogger("phloem.graphql")
+
+
+class LiveSchema:
+    """The schema of the runtime's current project; `runtime.reload()` swaps in a new one."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.project = runtime.project
+        self.schema: strawberry.Schema = build_schema(self.project, runtime.timeout)
+        runtime.on_reload(self.rebuild)
+
+    def rebuild(self, project: Project) -> None:
+        try:
+            schema = build_schema(project, self.runtime.timeout)
+        except Exception:  # the old schema keeps answering (on the old model version) rather than none at all
+            log.exception("the GraphQL schema of model version %s could not be built", project.model.version)
+            return
+        self.project, self.schema = project, schema
+
+
+def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
+    """Routes for the GraphQL door; include with `app.include_router(graphql_router(runtime), prefix="/graphql")`.
+
+    The router's `live` attribute is its `LiveSchema` (the current `schema`, and the `project` it was built from).
+    """
+    live = LiveSchema(runtime)
+    router = APIRouter(tags=["graphql"])
+    router.live = live  # type: ignore[attr-defined]
+    ide = get_graphql_ide_html("graphiql")
+
+    @router.get(path, summary="GraphiQL (or a query operation in `?query=`)", response_class=HTMLResponse)
+    async def graphiql(request: Request) -> Response:
+        params = request.query_params
+        if "query" not in params:
+            return HTMLResponse(ide)
+        try:
+            variables = orjson.loads(params["variables"]) if params.get("variables") else None
+        except orjson.JSONDecodeError:
+            return _refused("`variables` is not JSON")
+        return await _execute(live.schema, params["query"], variables, params.get("operationName"))
+
+    @router.post(path, summary="Run a GraphQL operation: {query, variables?, operationName?}")
+    async def graphql(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _refused("the request body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return _refused("the request body needs a `query` string (and may have `variables`, `operationName`)")
+        variables = body.get("variables")
+        if variables is not None and not isinstance(variables, dict):
+            return _refused("`variables` must be a JSON object")
+        return await _execute(live.schema, body["query"], variables, body.get("operationName"))
+
+    return router
+
+
+async def _execute(schema: strawberry.Schema, query: str, variables: dict | None, operation: str | None) -> Response:
+    run = functools.partial(schema.execute_sync, query, variable_values=variables, operation_name=operation,
+                            allowed_operation_types={OperationType.QUERY})
+    try:
+        result = await run_in_threadpool(run)
+    except (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError) as e:
+        return _refused(str(e) or type(e).__name__)
+    return _json(process_result(result))
+
+
+def _refused(message: str) -> Response:
+    return _json({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}, 400)
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
