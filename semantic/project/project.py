@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class Project:
         # answers by model version, build generation and SQL: LRU within a byte budget, each kept RESULT_TTL s
         self.results: TTLCache = TTLCache(maxsize=RESULT_BYTES, ttl=RESULT_TTL, getsizeof=lambda t: t.nbytes or 1)
         self.generation = 0  # bumped by every build that changed a table
+        self._lock = threading.Lock()  # guards the caches above: cachetools is not thread-safe
+        self._build_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None) -> Project:
@@ -50,19 +53,23 @@ class Project:
         return self.model.settings.materialization.schema_
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
-        report = self.builder.build(force=force, progress=progress)
-        self._fresh["all"] = True
-        if report.built:
-            self.generation += 1
-            self.results.clear()
+        with self._build_lock:  # one build at a time per project
+            report = self.builder.build(force=force, progress=progress)
+        with self._lock:
+            self._fresh["all"] = True
+            if report.built:
+                self.generation += 1
+                self.results.clear()
         return report
 
     def ensure_built(self, progress: Callable[[str, int, int], None] | None = None) -> BuildReport | None:
         """Build whatever is missing or stale, so a fresh project just works."""
-        if self._fresh.get("all"):  # checked moments ago: keep the per-query overhead in microseconds
-            return None
+        with self._lock:
+            if self._fresh.get("all"):  # checked moments ago: keep the per-query overhead in microseconds
+                return None
         report = self.build(progress=progress) if self.builder.stale() else None
-        self._fresh["all"] = True
+        with self._lock:
+            self._fresh["all"] = True
         return report
 
     def dataset(self, name: str, limit: int | None = None, progress=None) -> pa.Table:
@@ -89,13 +96,15 @@ class Project:
         compiled = self.compiler.compile(query)
         key = (self.model.version, self.generation, compiled.sql)
         if use_cache:
-            hit = self.results.get(key)
+            with self._lock:
+                hit = self.results.get(key)
             if hit is not None:
                 return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
         table = self.engine.arrow(compiled.sql, timeout=timeout) if timeout else self.engine.arrow(compiled.sql)
         if use_cache:
-            self.results[key] = table
+            with self._lock:
+                self.results[key] = table
         return Answer(table, compiled, cached=False)
 
     def explain(self, query: Query | None = None, **fields) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,6 +30,7 @@ class Compiler:
     def __init__(self, model, dialect: str = "duckdb", cache_size: int = 1024):
         self.model, self.dialect = model, dialect
         self.cache: LRUCache = LRUCache(maxsize=cache_size)
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe; the doors compile from many threads
 
     @cached_property
     def graph(self) -> SemanticGraph:
@@ -40,10 +42,12 @@ class Compiler:
 
     def compile(self, query: Query) -> Compiled:
         key = (self.model.version, self.dialect, query.key())
-        hit = self.cache.get(key)
+        with self._lock:
+            hit = self.cache.get(key)
         if hit is not None:
             return hit
         plan = Planner(self.graph, self.tree, self.model.streams).plan(query)
         compiled = Compiled(plan, render(self.graph, plan, self.dialect).sql(dialect=self.dialect, identify=True))
-        self.cache[key] = compiled
+        with self._lock:
+            self.cache[key] = compiled
         return compiled
