@@ -53,6 +53,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python bench/http_doors.py` from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
