@@ -129,3 +129,21 @@ def test_reload_swaps_the_model_and_keeps_a_broken_one_out(live, client, demo_di
     finally:
         metrics.write_text(original)
         client.post("/api/v1/reload")
+
+
+def test_sql_endpoint_equals_the_python_api(client, project):
+    sql = ("SELECT channel, DATE_TRUNC('year', metric_time) AS year, MEASURE(profit) AS profit "
+           "FROM metrics WHERE country IN ('US', 'CA') GROUP BY 1, 2 ORDER BY 1, 2")
+    r = client.post("/api/v1/sql", json={"sql": sql})
+    assert r.status_code == 200, r.text
+    body = r.json(parse_float=decimal.Decimal)
+    assert [c["name"] for c in body["columns"]] == ["channel", "year", "profit"]
+    want = expected(project, metrics=["profit"], dimensions=["channel", "metric_time__year"],
+                    filters=["country in ('US', 'CA')"], order_by=["channel", "metric_time__year"])
+    assert [(row[0], row[2]) for row in body["rows"]] == [(w["channel"], w["profit"]) for w in want]
+    params = client.post("/api/v1/sql", json={"sql": "SELECT MEASURE(orders) FROM metrics WHERE channel = $1",
+                                              "params": ["app"]})
+    assert params.json()["rows"][0][0] == expected(project, metrics=["orders"], filters=["channel = 'app'"])[0]["orders"]
+    bad = client.post("/api/v1/sql", json={"sql": "SELECT MEASURE(proft) FROM metrics"})
+    assert bad.status_code == 400 and "profit" in bad.json()["error"]["suggestion"] + bad.json()["error"]["message"]
+    assert client.post("/api/v1/sql", json={"sql": "DROP TABLE orders"}).status_code == 400
