@@ -71,7 +71,9 @@ class QueryError(PhloemError):
 
 
 class BuildError(PhloemError):
-    """The warehouse refused to build a stream or dataset; previous tables stay in place."""
+    """The warehouse refused to build a stream, dataset or rollup; previous tables stay in place."""
+
+    rollup: str | None = None  # the rollup whose build failed, if it was one
 
 
 class WarehouseError(PhloemError):

@@ -43,8 +43,27 @@ def describe(compiler) -> dict[str, Any]:
         })
     return {
         "project": model.settings.name, "version": model.version, "time_dimension": METRIC_TIME,
-        "grains": list(GRAINS), "views": views, "metrics": metrics,
+        "grains": list(GRAINS), "views": views, "metrics": metrics, "rollups": rollups(compiler),
         "tree": {"roots": tree.roots(),
                  "edges": [{"parent": e.parent, "child": e.child, "operator": e.operator, "sign": e.sign}
                            for e in tree.edges]},
     }
+
+
+def rollups(compiler) -> list[dict[str, Any]]:
+    """Each rollup's definition, refresh schedule and what the warehouse last reported about it."""
+    out = []
+    for name, spec in compiler.rollups.items():
+        r, state = spec.rollup, compiler.catalog.states.get(name)
+        out.append({
+            "name": name, "view": spec.view, "description": r.description or "",
+            "measures": list(spec.measures), "dimensions": [d.text for d in spec.dims], "grain": spec.grain,
+            "partition": spec.partition, "refresh": r.refresh, "incremental": r.incremental,
+            "freshness": r.freshness, "timezone": spec.timezone,
+            "built": None if state is None else {
+                "rows": state.rows, "partitions": state.partitions,
+                "refreshed_at": state.built_at.isoformat() if state.built_at else None,
+                "fresh_before": state.fresh_before.isoformat() if state.fresh_before else None,
+                "behind": state.behind, "current": state.current},
+        })
+    return out

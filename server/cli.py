@@ -154,8 +154,15 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port")] = 8000,
           timeout: Annotated[float, typer.Option("--timeout", help="Seconds a query may run (then 504).")] = 30.0,
-          scale: Annotated[int, typer.Option("--scale", min=10, help="Demo orders, when serving the demo.")] = 100_000) -> None:
-    """Serve a project over REST, GraphQL and semantic SQL (no argument: the demo shop)."""
+          scale: Annotated[int, typer.Option("--scale", min=10, help="Demo orders, when serving the demo.")] = 100_000,
+          pg_port: Annotated[int, typer.Option("--pg-port", min=0, max=65535,
+                                               help="PostgreSQL wire protocol port (0: off).")] = 15432) -> None:
+    """Serve a project over REST, GraphQL, semantic SQL and the PostgreSQL wire protocol (no argument: the demo shop).
+
+    The PostgreSQL door lets anyone on loopback in without a password unless PHLOEM_PG_USERS="user:password,…"
+    is set (SCRAM-SHA-256 then); PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS, PHLOEM_PG_TRUST
+    (none|loopback|all) says who needs no password.
+    """
     import uvicorn
 
     from server.app import create_app
@@ -170,11 +177,40 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
             p.ensure_built(update)
         app_ = create_app(project, timeout=timeout)
     base = f"http://{host}:{port}"
-    out.print(f"Phloem is serving [bold]{app_.state.runtime.project.model.settings.name}[/bold]:\n"
+    name = app_.state.runtime.project.model.settings.name
+    pg_line = f"\n  Postgres postgresql://{host}:{pg_port}/{name}   (psql, BI tools, drivers)" if pg_port else ""
+    out.print(f"Phloem is serving [bold]{name}[/bold]:\n"
               f"  REST     {base}/api/v1/meta   (POST /api/v1/query, /api/v1/explain, /api/v1/sql)\n"
               f"  OpenAPI  {base}/docs\n"
-              f"  GraphQL  {base}/graphql", highlight=False)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+              f"  GraphQL  {base}/graphql{pg_line}", highlight=False)
+    config = uvicorn.Config(app_, host=host, port=port, log_level="warning")
+    if not pg_port:
+        uvicorn.Server(config).run()
+        return
+    import asyncio
+
+    asyncio.run(_serve_with_pg(uvicorn.Server(config), app_.state.runtime, host, pg_port))
+
+
+async def _serve_with_pg(http, runtime, host: str, pg_port: int) -> None:
+    """uvicorn and the PostgreSQL wire protocol server on one event loop, over one Runtime."""
+    from server.pgwire import PgConfig, PgServer
+
+    try:
+        pg = PgServer(runtime, PgConfig.from_env(host=host, port=pg_port))
+    except (ValueError, OSError) as e:  # PHLOEM_PG_* settings: a bad user list, trust value, certificate or key
+        err.print(f"[red]error:[/red] the PostgreSQL door is misconfigured: {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        await pg.start()
+    except OSError as e:
+        err.print(f"[red]error:[/red] cannot listen on {host}:{pg_port} for PostgreSQL clients: {escape(str(e))} "
+                  "(choose another --pg-port, or 0 to turn the PostgreSQL door off)", highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        await http.serve()
+    finally:
+        await pg.stop()
 
 
 @app.command()
@@ -264,6 +300,59 @@ def print_table(table: pa.Table, format: Format, title: str = "") -> None:
         for row in table.to_pylist():
             t.add_row(*("" if v is None else str(v) for v in row.values()))
         out.print(t)
+
+
+# ------------------------------------------------------------------ rollups
+
+rollups_app = typer.Typer(help="Rollups: what is built, and which new ones the query log suggests.",
+                          no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
+
+
+@rollups_app.command("list")
+def rollups_list(project: ProjectOpt = None) -> None:
+    """Each declared rollup: what it holds, its refresh schedule, and what was last built."""
+    from semantic.meta import rollups as described
+
+    with user_errors(), _open(project) as p:
+        p.ensure_catalog()
+        items = described(p.compiler)
+    t = Table(title="rollups")
+    for name in ("rollup", "view", "grain", "dimensions", "measures", "partition", "refresh", "rows", "fresh"):
+        t.add_column(name)
+    for r in items:
+        b = r["built"]
+        fresh = "not built" if b is None else ("behind" if b["behind"] else "current") + (
+            "" if b["current"] else " (old definition)")
+        t.add_row(r["name"], r["view"], r["grain"], ", ".join(r["dimensions"]), ", ".join(r["measures"]),
+                  r["partition"] or "", r["refresh"] or "every build", f"{b['rows']:,}" if b else "", fresh)
+    out.print(t)
+
+
+@rollups_app.command("suggest")
+def rollups_suggest(project: ProjectOpt = None,
+                    write: Annotated[bool, typer.Option("--write", help="Append them to models/rollups.yml.")] = False,
+                    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 5) -> None:
+    """Propose rollups for the queries in .phloem/query_log.jsonl that none answers yet (size and speedup
+    estimated in the warehouse)."""
+    from semantic.materialize import suggest
+
+    with user_errors(), _open(project) as p:
+        found = suggest.suggest(p, limit=limit)
+        if not found:
+            out.print("no suggestion: every logged query is answered by a rollup (or the log is empty)")
+            return
+        t = Table(title="suggested rollups")
+        for name in ("rollup", "view", "grain", "dimensions", "measures", "queries", "est. rows", "speedup"):
+            t.add_column(name, justify="right" if name in ("queries", "est. rows", "speedup") else "left")
+        for s in found:
+            r = s.rollup
+            t.add_row(r.name, r.view, r.grain, ", ".join(r.dimensions), ", ".join(r.measures), str(s.queries),
+                      f"{s.rows:,}", f"{s.speedup:,.0f}x ({s.source_rows:,} rows scanned today)")
+        out.print(t)
+        if write:
+            path = suggest.write(p.model.root, found)
+            out.print(f"appended {len(found)} rollup(s) to {path}; `phloem build` builds them")
 
 
 def main() -> None:

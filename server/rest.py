@@ -48,9 +48,11 @@ ERRORS = {
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1", responses=ERRORS)
 
-    @api.get("/meta", summary="Views, dimensions, measures, metrics and the metric tree")
+    @api.get("/meta", summary="Views, dimensions, measures, metrics, the metric tree and the rollups")
     def meta(request: Request) -> Response:
-        return json_response(describe(request.app.state.runtime.project.compiler))
+        project = request.app.state.runtime.project
+        project.ensure_catalog()
+        return json_response(describe(project.compiler))
 
     @api.post("/query", summary="Answer a metric query", responses={200: ANSWER})
     async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
@@ -59,10 +61,10 @@ def router() -> APIRouter:
         answer = await run_in_threadpool(runtime.project.run, q, None, True, runtime.timeout)
         return answered(answer.table, answer.cached, accept)
 
-    @api.post("/explain", summary="The plan and the SQL a query becomes, without running it")
+    @api.post("/explain", summary="The plan, the tables it reads (rollups and why others were not used) and the SQL")
     def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
-        compiled = request.app.state.runtime.project.compiler.compile(q)
-        return json_response({"plan": compiled.plan.describe(), "sql": compiled.sql})
+        compiled = request.app.state.runtime.project.compile(q)
+        return json_response({"plan": compiled.plan.describe(), "sql": compiled.sql, "tables": compiled.plan.tables()})
 
     @api.post("/sql", summary="Semantic SQL over views and the `metrics` table", responses={200: ANSWER})
     async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None) -> Response:

@@ -1,4 +1,4 @@
-"""Materialize streams and datasets atomically: stage every table, then swap them all in one transaction."""
+"""Materialize streams, datasets and rollups atomically: stage every table, then swap them all in one transaction."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from sqlglot import exp
 
 from semantic.activity.dataset import compile_dataset
 from semantic.activity.stream import activity_select, ident, stream_view, table_name
+from semantic.errors import BuildError
+from semantic.materialize.rollups import RollupBuilds, RollupJob
 from semantic.project.load import Model
 from semantic.project.model import Activity, Stream
+from semantic.query.rollups import Catalog
 
 STAGE = "__stage_"
 BUILDS = "_phloem_builds"  # what each table was built from, so stale tables are rebuilt and fresh ones kept
@@ -24,8 +27,8 @@ class Target:
     """One table to build: its final name, the query, and a fingerprint of what it depends on."""
 
     name: str
-    kind: str  # activity | dataset
-    query: exp.Expression
+    kind: str  # activity | dataset | rollup
+    query: exp.Expression | None
     fingerprint: str
 
 
@@ -34,6 +37,7 @@ class BuildReport:
     built: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    rollups: dict[str, RollupJob] = field(default_factory=dict)  # rebuilt rollups: which partitions, how many rows
 
 
 def _digest(*parts: str) -> str:
@@ -80,9 +84,18 @@ class Builder:
         return dict(self.engine.rows(f'select name, fingerprint from "{self.schema}"."{BUILDS}"'))
 
     @cached_property
+    def rollups(self) -> RollupBuilds:
+        return RollupBuilds(self.model, self.engine)
+
+    @cached_property
     def fingerprints(self) -> dict[str, str]:
         """What each table should be built from; the model is immutable, so compiled once."""
-        return {t.name: t.fingerprint for t in self.targets()}
+        tables = {t.name: t.fingerprint for t in self.targets()}
+        return {**tables, **(self.rollups.fingerprints(tables) if self.model.rollups else {})}
+
+    def catalog(self) -> Catalog:
+        """The built rollups as the planner sees them (rows, freshness, built from the present definition?)."""
+        return self.rollups.catalog(self.fingerprints, BUILDS)
 
     def stale(self) -> list[str]:
         """Names of tables that are missing or were built from another definition (one catalog round trip)."""
@@ -95,31 +108,59 @@ class Builder:
             return list(self.fingerprints)
         return [n for n, fp in self.fingerprints.items() if built.get(n) != fp]
 
-    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
-        """Stage what is stale, then publish all of it at once; on any failure nothing visible changes."""
+    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None,
+              rollups: bool = True, skip: frozenset[str] = frozenset()) -> BuildReport:
+        """Stage what is stale, then publish all of it at once; on any failure nothing visible changes.
+
+        Rollups come after the datasets they read (from the staged copies when those were rebuilt too);
+        `rollups=False` leaves them as they are (queries then read their stale tail from the dataset), `skip`
+        leaves these rollups as they are. A rollup that fails raises a BuildError naming it (`.rollup`).
+        """
         report = BuildReport()
         self.engine.execute(f'create schema if not exists "{self.schema}"')
         self.drop_stages()
-        names = {t.name for t in self.targets()} if force else set(self.stale())
+        stale = set(self.stale())
+        names = {t.name for t in self.targets()} if force else stale - set(self.model.rollups)
         todo = [t for t in self.targets(staged=names) if t.name in names]
-        report.fresh = [t.name for t in self.targets() if t.name not in names]
+        jobs: list[RollupJob] = []
+        if rollups and self.model.rollups:
+            jobs = [j for j in self.rollups.jobs(self.fingerprints, force, stale & set(self.model.rollups), names,
+                                                 self.built_at()) if j.name not in skip]
+        report.fresh = [t for t in self.fingerprints if t not in names and t not in {j.name for j in jobs}]
+        total = len(todo) + len(jobs)
         try:
             for i, t in enumerate(todo):
                 if progress:
-                    progress(t.name, i, len(todo))
+                    progress(t.name, i, total)
                 start = time.perf_counter()
                 self.engine.create_table_as(self.table(t.name, staged=True), t.query)
                 report.seconds[t.name] = time.perf_counter() - start
-            if todo:
-                self.publish(todo)
+            for i, job in enumerate(jobs, start=len(todo)):
+                if progress:
+                    progress(job.name, i, total)
+                start = time.perf_counter()
+                try:
+                    self.rollups.stage(job, names)
+                except BuildError as e:
+                    e.rollup = job.name
+                    raise
+                report.seconds[job.name] = time.perf_counter() - start
+            if todo or jobs:
+                self.publish(todo + [Target(j.name, "rollup", None, j.fingerprint) for j in jobs], jobs)
         finally:
             self.drop_stages()
-        report.built = [t.name for t in todo]
+        report.built = [t.name for t in todo] + [j.name for j in jobs]
+        report.rollups = {j.name: j for j in jobs}
         if progress:
-            progress("done", len(todo), len(todo))
+            progress("done", total, total)
         return report
 
-    def publish(self, targets: list[Target]) -> None:
+    def built_at(self) -> dict:
+        if not self.engine.table_exists(self.schema, BUILDS):
+            return {}
+        return dict(self.engine.rows(f'select name, built_at from "{self.schema}"."{BUILDS}"'))
+
+    def publish(self, targets: list[Target], jobs: list[RollupJob] = ()) -> None:
         s = self.schema
         with self.engine.transaction() as tx:
             tx.execute(f'create table if not exists "{s}"."{BUILDS}" (name text primary key, fingerprint text, '
@@ -135,6 +176,8 @@ class Builder:
                 view = exp.Create(this=self.table(stream.name), kind="VIEW", replace=True,
                                   expression=stream_view(stream, self.table_of(), self.dialect))
                 tx.execute(view)
+            if jobs:
+                self.rollups.record(tx, jobs, BUILDS)
 
     def drop_stages(self) -> None:
         for name in self.engine.tables(self.schema, STAGE):

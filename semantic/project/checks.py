@@ -34,6 +34,8 @@ def check_model(model, broken: Iterable[tuple[str, str]] = ()) -> list[Problem]:
         c.metric(metric)
     c.metric_cycles()
     c.cumulative_time()
+    if model.rollups:
+        c.rollups()
     return c.problems
 
 
@@ -321,6 +323,28 @@ class _Checker:
             found = self.measure_views(m.measure)
             return [f"{found[0]}.{m.measure.rpartition('.')[2]}"] if len(found) == 1 else []
         return [x for child in metric_inputs(m) for x in self.leaf_measures(child, seen)]
+
+    # ------------------------------------------------------------ rollups
+
+    def rollups(self) -> None:
+        """Each rollup names a real view, measures, metrics and reachable dimensions (resolved as queries would)."""
+        from semantic.errors import ModelError
+        from semantic.query.graph import SemanticGraph
+        from semantic.query.rollups import resolve
+
+        if any(kind in ("views", "metrics") for kind, _ in self.broken):
+            return  # names would be reported unknown only because their declaration is broken
+        try:
+            graph = SemanticGraph(self.model)
+        except ModelError:
+            return  # the join problem is reported by the query layer's own load
+        tables = {s.name for s in self.model.streams.values()} | set(self.model.datasets) | {
+            f"{s.name}__{a.name}" for s in self.model.streams.values() for a in s.activities}
+        for r in self.model.rollups.values():
+            _, problems = resolve(self.model, graph, r, tables)
+            for p in problems:
+                self.add("rollups", r.name, p.path, p.message, ".".join(str(x) for x in (r.name, *p.path[:1])),
+                         p.suggestion)
 
     def metric_cycles(self) -> None:
         deps = {name: set(metric_inputs(m)) & set(self.model.metrics) for name, m in self.model.metrics.items()}

@@ -12,7 +12,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from semantic.errors import AqlSyntaxError, ModelError, Problem, did_you_mean
-from semantic.project.model import KINDS, NAME, Append, Dataset, Invalid, Metric, Settings, Stream, View
+from semantic.project.model import (
+    KINDS,
+    NAME,
+    Append,
+    Dataset,
+    Invalid,
+    Metric,
+    Rollup,
+    Settings,
+    Stream,
+    View,
+)
 from semantic.project.yamlpos import Positions, line_of, load_yaml
 
 PROJECT_FILE = "phloem.yml"
@@ -40,7 +51,7 @@ class Model:
     datasets: dict[str, Dataset]
     views: dict[str, View]
     metrics: dict[str, Metric]
-    rollups: dict[str, BaseModel]
+    rollups: dict[str, Rollup]
     saved_queries: dict[str, BaseModel]
     dataset_columns: dict[str, tuple[str, Append]]  # AQL `include` targets: name -> (stream, append)
     origins: dict[tuple[str, str], Origin]

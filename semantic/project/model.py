@@ -424,11 +424,49 @@ class Metric(Frozen):
         return next(k for k in ("ratio", "cumulative", "conversion") if getattr(self, k))
 
 
-class Rollup(BaseModel):
-    """Declared pre-aggregations; matched by the planner (a later capability). Kept loose until then."""
+# The time lattice: which stored grain a coarser one can be computed from (weeks never make months).
+COARSER = {"hour": ("day", "week", "month", "quarter", "year"), "day": ("week", "month", "quarter", "year"),
+           "week": (), "month": ("quarter", "year"), "quarter": ("year",), "year": ()}
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+
+def serves(stored: str, wanted: str) -> bool:
+    """Whether buckets of `wanted` are unions of buckets of `stored` (day → week, day → month, never week → month)."""
+    return wanted == stored or wanted in COARSER[stored]
+
+
+class Rollup(Frozen):
+    """A pre-aggregated table over one view: additive partials by dimensions and a time grain (docs/model.md §9)."""
+
     name: str = Field(pattern=NAME)
+    view: str
+    measures: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # expanded to their leaf measures in `view`
+    dimensions: tuple[str, ...] = ()
+    time: str | None = None  # the view's time column (metric_time); the default
+    grain: Literal["hour", "day", "week", "month", "quarter", "year"] = "day"
+    partition: Literal["day", "week", "month", "quarter", "year"] | None = None
+    refresh: str | None = None  # at most once per this duration; default: at every build that changed its dataset
+    incremental: str | None = None  # on refresh, rebuild only the partitions of this last stretch (and missing ones)
+    freshness: Literal["union", "dataset"] = "union"
+    timezone: str | None = None  # default: the project's
+    description: str | None = None
+
+    _l = field_validator("measures", "metrics", "dimensions", mode="before")(
+        classmethod(lambda cls, v: [x.strip() for x in v.split(",")] if isinstance(v, str) else v))
+    _d = field_validator("refresh", "incremental")(classmethod(lambda cls, v: _duration(v)))
+
+    @model_validator(mode="after")
+    def _check(self) -> Rollup:
+        if not self.measures and not self.metrics:
+            raise Invalid("a rollup stores at least one measure", "add `measures: [a, b]` or `metrics: [m]`")
+        if self.partition and not serves(self.grain, self.partition):
+            raise Invalid(f"partition `{self.partition}` does not hold whole `{self.grain}` buckets",
+                          f"partition by one of: {', '.join(COARSER[self.grain])}" if COARSER[self.grain]
+                          else "remove `partition` (nothing coarser is made of whole weeks)", ("partition",))
+        if self.incremental and not self.partition:
+            raise Invalid("`incremental` rebuilds partitions, so it needs `partition:`",
+                          "add e.g. `partition: month`, or remove `incremental`", ("incremental",))
+        return self
 
 
 class SavedQuery(BaseModel):

@@ -13,9 +13,10 @@ from sqlglot import exp
 
 from semantic.activity.stream import ident
 from semantic.engines import connect
-from semantic.errors import QueryError, did_you_mean
+from semantic.errors import BuildError, QueryError, did_you_mean
 from semantic.materialize.build import Builder, BuildReport
 from semantic.project.load import Model, load_project
+from semantic.project.querylog import QueryLog
 from semantic.query.compile import Compiled, Compiler
 from semantic.query.query import Query, make_query
 
@@ -43,6 +44,9 @@ class Project:
         self.generation = 0  # bumped by every build that changed a table
         self._lock = threading.Lock()  # guards the caches above: cachetools is not thread-safe
         self._build_lock = threading.Lock()
+        self._catalog_loaded = not model.rollups  # rollup state is read from the warehouse on first use
+        self.broken_rollups: dict[str, str] = {}  # rollups whose build failed: queries read their views meanwhile
+        self.query_log = QueryLog(model.root)
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None) -> Project:
@@ -52,22 +56,41 @@ class Project:
     def schema(self) -> str:
         return self.model.settings.materialization.schema_
 
-    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> BuildReport:
+    def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None,
+              rollups: bool = True, skip: frozenset[str] = frozenset()) -> BuildReport:
         with self._build_lock:  # one build at a time per project
-            report = self.builder.build(force=force, progress=progress)
+            report = self.builder.build(force=force, progress=progress, rollups=rollups, skip=skip)
         with self._lock:
             self._fresh["all"] = True
             if report.built:
                 self.generation += 1
                 self.results.clear()
+        self.refresh_catalog()
         return report
+
+    def refresh_catalog(self) -> None:
+        """Re-read which rollups are built (rows, freshness); plans made against older state are recompiled."""
+        if self.model.rollups:
+            self.compiler.catalog = self.builder.catalog()
+        self._catalog_loaded = True
 
     def ensure_built(self, progress: Callable[[str, int, int], None] | None = None) -> BuildReport | None:
         """Build whatever is missing or stale, so a fresh project just works."""
         with self._lock:
             if self._fresh.get("all"):  # checked moments ago: keep the per-query overhead in microseconds
                 return None
-        report = self.build(progress=progress) if self.builder.stale() else None
+        stale = [n for n in self.builder.stale() if n not in self.broken_rollups]
+        report = None
+        while stale:
+            try:
+                report = self.build(progress=progress, skip=frozenset(self.broken_rollups))
+                break
+            except BuildError as e:  # a rollup that cannot be built must not stop queries: they read the view
+                if e.rollup is None or e.rollup in self.broken_rollups:
+                    raise
+                self.broken_rollups[e.rollup] = str(e)
+        if report is None:
+            self.refresh_catalog()  # another process may have built since
         with self._lock:
             self._fresh["all"] = True
         return report
@@ -84,16 +107,29 @@ class Project:
             query = query.limit(limit)
         return self.engine.arrow(query)
 
-    def compile(self, query: Query | None = None, **fields) -> Compiled:
-        return self.compiler.compile(query if query is not None else make_query(**fields))
+    def ensure_catalog(self) -> None:
+        """Read the rollups' state from the warehouse once (builds and freshness checks keep it current)."""
+        if not self._catalog_loaded:
+            self.refresh_catalog()
 
-    def query(self, query: Query | None = None, progress=None, **fields) -> pa.Table:
+    def compile(self, query: Query | None = None, use_rollups: bool = True, **fields) -> Compiled:
+        if use_rollups:
+            self.ensure_catalog()
+        return self.compiler.compile(query if query is not None else make_query(**fields), use_rollups)
+
+    def query(self, query: Query | None = None, progress=None, use_rollups: bool = True, **fields) -> pa.Table:
         """Answer a metric query (MODEL.md §6); builds whatever it reads first if needed."""
-        return self.run(query if query is not None else make_query(**fields), progress=progress).table
+        query = query if query is not None else make_query(**fields)
+        return self.run(query, progress=progress, use_rollups=use_rollups).table
 
-    def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None) -> Answer:
-        """A query's answer with how it was obtained; repeated queries come from the result cache."""
-        compiled = self.compiler.compile(query)
+    def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
+            use_rollups: bool = True) -> Answer:
+        """A query's answer with how it was obtained; repeated queries come from the result cache.
+
+        `use_rollups=False` answers from the views' own tables even where a rollup could (same numbers).
+        """
+        compiled = self.compile(query, use_rollups)
+        self.query_log.append(compiled.plan)
         key = (self.model.version, self.generation, compiled.sql)
         if use_cache:
             with self._lock:
@@ -101,14 +137,16 @@ class Project:
             if hit is not None:
                 return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
+        if use_rollups and self.model.rollups and compiled.catalog != self.compiler.catalog.version:
+            compiled = self.compile(query, use_rollups)  # a build moved the rollups since it was planned
         table = self.engine.arrow(compiled.sql, timeout=timeout) if timeout else self.engine.arrow(compiled.sql)
         if use_cache:
             with self._lock:
                 self.results[key] = table
         return Answer(table, compiled, cached=False)
 
-    def explain(self, query: Query | None = None, **fields) -> str:
-        return self.compile(query, **fields).explain()
+    def explain(self, query: Query | None = None, use_rollups: bool = True, **fields) -> str:
+        return self.compile(query, use_rollups, **fields).explain()
 
     def close(self) -> None:
         self.engine.close()

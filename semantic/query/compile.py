@@ -10,15 +10,18 @@ from cachetools import LRUCache
 
 from semantic.metrics.tree import MetricTree
 from semantic.query.graph import SemanticGraph
+from semantic.query.match import Matcher
 from semantic.query.plan import Plan, Planner
 from semantic.query.query import Query
 from semantic.query.render import render
+from semantic.query.rollups import EMPTY, Catalog, RollupSpec, resolve_all
 
 
 @dataclass(frozen=True)
 class Compiled:
     plan: Plan
     sql: str
+    catalog: str = ""  # the rollup catalog version it was planned against ("" without rollups)
 
     def explain(self) -> str:
         return f"{self.plan.describe()}\n\nSQL:\n{self.sql}"
@@ -31,6 +34,8 @@ class Compiler:
         self.model, self.dialect = model, dialect
         self.cache: LRUCache = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()  # cachetools caches are not thread-safe; the doors compile from many threads
+        self._catalog: Catalog = EMPTY
+        self._matcher: Matcher | None = None
 
     @cached_property
     def graph(self) -> SemanticGraph:
@@ -40,14 +45,41 @@ class Compiler:
     def tree(self) -> MetricTree:
         return MetricTree.from_metrics(self.model.metrics)
 
-    def compile(self, query: Query) -> Compiled:
-        key = (self.model.version, self.dialect, query.key())
+    @cached_property
+    def rollups(self) -> dict[str, RollupSpec]:
+        return resolve_all(self.model, self.graph)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, catalog: Catalog) -> None:
+        """What the warehouse holds (set by the project after builds); plans are keyed by its version."""
+        if catalog.version != self._catalog.version:
+            self._catalog, self._matcher = catalog, None
+
+    def matcher(self) -> Matcher | None:
+        if not self.model.rollups:
+            return None
+        matcher = self._matcher
+        if matcher is None or matcher.catalog is not self._catalog:
+            settings = self.model.settings
+            matcher = self._matcher = Matcher(self.rollups, self._catalog, settings.timezone,
+                                              settings.materialization.schema_)
+        return matcher
+
+    def compile(self, query: Query, use_rollups: bool = True) -> Compiled:
+        matcher = self.matcher() if use_rollups else None
+        catalog = matcher.catalog.version if matcher else ""
+        key = (self.model.version, self.dialect, (query.key(), catalog) if use_rollups else (query.key(), None))
         with self._lock:
             hit = self.cache.get(key)
         if hit is not None:
             return hit
-        plan = Planner(self.graph, self.tree, self.model.streams).plan(query)
-        compiled = Compiled(plan, render(self.graph, plan, self.dialect).sql(dialect=self.dialect, identify=True))
+        plan = Planner(self.graph, self.tree, self.model.streams, matcher).plan(query)
+        compiled = Compiled(plan, render(self.graph, plan, self.dialect).sql(dialect=self.dialect, identify=True),
+                            catalog)
         with self._lock:
             self.cache[key] = compiled
         return compiled

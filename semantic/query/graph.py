@@ -64,6 +64,7 @@ class SemanticGraph:
                 if target and target[0] != v.name:
                     self.hops[v.name].append(Hop(v.name, e.expr, target[0], target[1], e.name))
         self.paths: dict[tuple[str, str], tuple[Hop, ...]] = {}
+        self._tables: dict[str, str] = {}
         problems = []
         for v in self.views:
             for target, paths in self._walk(v).items():
@@ -96,6 +97,14 @@ class SemanticGraph:
         if v.table:
             return exp.to_table(v.table)
         return exp.Subquery(this=sqlglot.parse_one(v.sql, read="duckdb"))
+
+    def table_name(self, view: str) -> str:
+        """What a leaf over `view` reads, for explain: schema.dataset, the table, or (sql)."""
+        name = self._tables.get(view)
+        if name is None:
+            v = self.views[view]
+            name = self._tables[view] = f"{self.schema}.{v.dataset}" if v.dataset else (v.table or f"({view} sql)")
+        return name
 
     def path(self, source: str, target: str) -> tuple[Hop, ...] | None:
         return () if source == target else self.paths.get((source, target))

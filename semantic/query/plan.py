@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlglot
 from sqlglot import exp
 
 from semantic.errors import QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
-from semantic.project.model import DURATION, GRAINS, Conversion, Cumulative, Measure, Metric
+from semantic.project.model import GRAINS, Conversion, Cumulative, Measure, Metric
 from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
+from semantic.query.match import Candidate, Matcher, RollupUse, duration_parts
 from semantic.query.query import Query, parse_order
 from semantic.sqltree import cast, parse
 
@@ -45,6 +46,9 @@ class Leaf:
     conversion: Conversion | None = None
     feature_dims: dict[str, str] = field(default_factory=dict)  # conversion: output → base feature
     dim_views: dict[str, str] = field(default_factory=dict)  # dimension text → the view this leaf reads it from
+    table: str = ""  # what the leaf reads when no rollup answers it
+    rollup: RollupUse | None = None  # the rollup that answers it (chosen by the Matcher)
+    candidates: list[Candidate] = field(default_factory=list)  # every rollup considered, the chosen one first
 
     def describe(self) -> str:
         what = ", ".join(f"{m.column}={m.measure.agg if m.measure else self.kind}({m.metric})" for m in self.metrics)
@@ -54,7 +58,25 @@ class Leaf:
             c = self.cumulative
             extra += f" cumulative {c.window or (c.grain_to_date + ' to date' if c.grain_to_date else 'all time')}"
         source = self.view or (self.conversion.stream if self.conversion else "?")
-        return f"{self.name}: {what} from {source}{(' ' + via) if via else ''}{extra}"
+        lines = [f"{self.name}: {what} from {source}{(' ' + via) if via else ''}{extra}"]
+        r = self.rollup
+        if r is not None:
+            tail = f"; rows from {r.tail:%Y-%m-%d %H:%M} on read from {self.table}" if r.tail else ""
+            refresh = f"; refresh every {r.spec.rollup.refresh}" if r.spec.rollup.refresh else ""
+            lines.append(f"    table: {r.table} (rollup {r.spec.name}, {r.rows:,} rows, grain {r.spec.grain}"
+                         f"{refresh}{tail})")
+        else:
+            lines.append(f"    table: {self.table or source}")
+        lines += [f"    not used: {c.rollup} — {c.reason}" for c in self.candidates if c.reason]
+        return "\n".join(lines)
+
+    def tables(self) -> dict:
+        """Which table the leaf reads and why each other candidate was not used, as plain data."""
+        r = self.rollup
+        return {"leaf": self.name, "metrics": [m.metric for m in self.metrics],
+                "table": r.table if r else (self.table or self.view), "rollup": r.spec.name if r else None,
+                "rows": r.rows if r else None, "tail_from": str(r.tail) if r and r.tail else None,
+                "rejected": [{"rollup": c.rollup, "reason": c.reason} for c in self.candidates if c.reason]}
 
 
 @dataclass
@@ -80,15 +102,16 @@ class Plan:
         lines += [f"  {name} = {f.sql('duckdb')}" for name, f in self.metrics.items()]
         return "\n".join(lines)
 
+    def tables(self) -> list[dict]:
+        return [leaf.tables() for leaf in self.leaves]
 
-def offset_parts(offset: str) -> tuple[int, str]:
-    m = DURATION.match(offset)
-    return int(m.group(1)), m.group(2)
+
+offset_parts = duration_parts  # "1 month" → (1, "month")
 
 
 class Planner:
-    def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict):
-        self.graph, self.tree, self.streams = graph, tree, streams
+    def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict, matcher: Matcher | None = None):
+        self.graph, self.tree, self.streams, self.matcher = graph, tree, streams, matcher
 
     def plan(self, query: Query) -> Plan:
         self.query = query
@@ -127,8 +150,17 @@ class Planner:
         spine = self.grain is not None and any(self.metric(n).join_to_timespine for n in query.metrics)
         plan = Plan(query, dims, list(self.leaves.values()), metrics, self.filters, self.filter_dims, order,
                     self.grain, spine)
+        leaves = []
         for leaf in plan.leaves:
             self._route(leaf)
+            leaf.table = self.graph.table_name(leaf.view) if leaf.view else f"{self.graph.schema}.{leaf.conversion.stream}"
+            choices = self.matcher.choose(leaf, plan) if self.matcher is not None else []
+            if len(choices) == 1:
+                leaf.rollup, leaf.candidates = choices[0].rollup, choices[0].candidates
+            leaves += [leaf] if len(choices) <= 1 else [  # a rollup per group of its metrics
+                replace(leaf, name=f"{leaf.name}_{i}", metrics=c.metrics, rollup=c.rollup, candidates=c.candidates)
+                for i, c in enumerate(choices)]
+        plan.leaves = leaves
         return plan
 
     def metric(self, name: str) -> Metric:

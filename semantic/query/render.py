@@ -12,47 +12,11 @@ from sqlglot import exp
 
 from semantic.activity.stream import entity_key
 from semantic.errors import QueryError
-from semantic.project.model import Measure
+from semantic.query import rollup_sql
 from semantic.query.graph import SemanticGraph, bind_columns
-from semantic.query.plan import Leaf, Plan, offset_parts
-from semantic.sqltree import cast, col, ident, parse, with_ctes
-
-
-def interval(n: int, unit: str) -> exp.Interval:
-    return exp.Interval(this=exp.Literal.string(str(n)), unit=exp.var(unit.upper()))
-
-
-def duration(text: str) -> exp.Interval:
-    n, unit = offset_parts(text)
-    return interval(n, unit)
-
-
-def truncate(value: exp.Expression, grain: str) -> exp.Expression:
-    """The first instant of the bucket: DATE for day and coarser, TIMESTAMP for hour."""
-    trunc = exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(grain), cast(value, "timestamp")])
-    return trunc if grain == "hour" else cast(trunc, "date")
-
-
-def timestamp(value: dt.date | dt.datetime) -> exp.Expression:
-    return cast(exp.Literal.string(value.isoformat(sep=" ") if isinstance(value, dt.datetime)
-                                       else value.isoformat()), "timestamp")
-
-
-def agg(measure: Measure, value: exp.Expression | None, dialect: str) -> exp.Expression:
-    a = measure.agg
-    if a == "count":
-        return exp.Count(this=value if value is not None else exp.Star())
-    if a == "count_distinct" or (a == "approx_count_distinct" and dialect != "duckdb"):
-        return exp.Count(this=exp.Distinct(expressions=[value]))
-    if a == "approx_count_distinct":
-        return exp.ApproxDistinct(this=value)
-    if a == "median":  # continuous: interpolated in floating point on every engine (DuckDB rounds decimals)
-        return exp.PercentileCont(this=cast(value, "double"), expression=exp.Literal.number(0.5))
-    if a == "percentile":
-        if measure.discrete:
-            return exp.PercentileDisc(this=value, expression=exp.Literal.number(measure.p))
-        return exp.PercentileCont(this=cast(value, "double"), expression=exp.Literal.number(measure.p))
-    return {"sum": exp.Sum, "avg": exp.Avg, "min": exp.Min, "max": exp.Max}[a](this=value)
+from semantic.query.plan import Leaf, Plan
+from semantic.query.sqlparts import agg, duration, interval, localize, timestamp, truncate, view_condition
+from semantic.sqltree import cast, col, ident, with_ctes
 
 
 class Renderer:
@@ -65,6 +29,8 @@ class Renderer:
     # ------------------------------------------------------------ per leaf
 
     def dim_expr(self, leaf: Leaf, d, time_alias: str | None = None) -> exp.Expression:
+        if leaf.rollup is not None:
+            return rollup_sql.dim_value(leaf.rollup, leaf, d, leaf.view)
         if d.view is None:
             if leaf.kind == "conversion":
                 value = col("ts", "__base__")
@@ -80,15 +46,13 @@ class Renderer:
 
     def local(self, value: exp.Expression) -> exp.Expression:
         """Timestamps are naive UTC; the project's `timezone:` converts them before bucketing."""
-        tz = self.graph.model.settings.timezone
-        if not tz:
-            return value
-        utc = exp.AtTimeZone(this=cast(value, "timestamp"), zone=exp.Literal.string("UTC"))
-        return exp.AtTimeZone(this=utc, zone=exp.Literal.string(tz))
+        return localize(value, self.graph.model.settings.timezone)
 
     def time_column(self, leaf: Leaf) -> exp.Expression:
         if leaf.kind == "conversion":
             return col("ts", "__base__")
+        if leaf.rollup is not None:  # bucket starts: only used where the matcher checked they are UTC edges
+            return cast(col(leaf.rollup.spec.bucket, leaf.view), "timestamp")
         view = self.graph.views[leaf.view]
         return cast(bind_columns(self.graph.dims[leaf.view][view.time].sql, leaf.view), "timestamp")
 
@@ -101,7 +65,9 @@ class Renderer:
                 return node
             conds.append(f.copy().transform(bind))
         tr = self.plan.query.time_range
-        if with_time and tr:
+        if with_time and tr and leaf.rollup is not None:
+            conds += rollup_sql.range_conditions(leaf.rollup, leaf.view)
+        elif with_time and tr:
             conds += self.range_conditions(self.time_column(leaf), tr.start, tr.end, leaf.offset)
         return conds
 
@@ -135,6 +101,9 @@ class Renderer:
         """FROM the leaf's view, LEFT JOINed many-to-one to every view its dimensions live in."""
         if leaf.kind == "conversion":
             query = exp.select().from_(self.conversion_base(leaf))
+        elif leaf.rollup is not None:  # the rollup holds every dimension already: no joins
+            relation = rollup_sql.relation(self.graph, leaf.rollup, self.dialect)
+            return exp.select().from_(exp.alias_(relation, leaf.view, table=True))
         else:
             query = exp.select().from_(exp.alias_(self.graph.relation(leaf.view), leaf.view, table=True))
         for hop in leaf.joins:
@@ -146,27 +115,19 @@ class Renderer:
     def measure_value(self, leaf: Leaf, m) -> tuple[exp.Expression | None, exp.Expression | None]:
         """The measure's argument and its filter (measure filter AND metric filter), bound to the view."""
         measure = m.measure
+        if leaf.rollup is not None:
+            return rollup_sql.partial(leaf.rollup, m, leaf.view), rollup_sql.metric_condition(leaf.rollup, m, leaf.view)
         value = None if (measure.agg == "count" and not measure.expr) else bind_columns(measure.expr or measure.name,
                                                                                          leaf.view)
         conds = [self.view_condition(leaf.view, f) for f in (measure.filter, m.filter) if f]
         return value, (exp.and_(*conds) if conds else None)
 
     def view_condition(self, view: str, sql: str) -> exp.Expression:
-        """A filter over the view's dimension names and source columns."""
-        dims = self.graph.dims[view]
-        tree = parse(sql)
-
-        def bind(node):
-            if isinstance(node, exp.Column) and not node.table:
-                dim = dims.get(node.name)
-                if dim and dim.sql != node.name:
-                    return exp.Paren(this=bind_columns(dim.sql, view))
-                return col(node.name, view)
-            return node
-
-        return tree.transform(bind)
+        return view_condition(self.graph, view, sql)
 
     def aggregate(self, leaf: Leaf, m, value_of=None) -> exp.Expression:
+        if leaf.rollup is not None:
+            return rollup_sql.reaggregate(leaf.rollup, m, leaf.view, self.dialect, value_of)
         value, cond = value_of(m) if value_of else self.measure_value(leaf, m)
         result = agg(m.measure, value, self.dialect)
         return exp.Filter(this=result, expression=exp.Where(this=cond)) if cond is not None else result

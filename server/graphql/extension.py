@@ -1,7 +1,8 @@
 """Request-scoped bookkeeping and error translation for the GraphQL door.
 
 Every answer the library gives during one operation is recorded, and the response carries
-`extensions.phloem = {cached, sql}`. Library errors become GraphQL errors once, here, with
+`extensions.phloem = {cached, sql, tables}` (`tables`: per metric query, the table each leaf read — a rollup
+or the view's own — and why every other candidate rollup was not used). Library errors become GraphQL errors once, here, with
 `extensions.code` (BAD_QUERY, TIMEOUT, WAREHOUSE_ERROR, MODEL_ERROR, INTERNAL_SERVER_ERROR) and
 never a stack trace.
 """
@@ -62,7 +63,8 @@ class PhloemExtension(SchemaExtension):
         answers = self.trace.answers
         if not answers:
             return {}
-        return {"phloem": {"cached": all(a.cached for a in answers), "sql": [a.compiled.sql for a in answers]}}
+        return {"phloem": {"cached": all(a.cached for a in answers), "sql": [a.compiled.sql for a in answers],
+                           "tables": [a.compiled.plan.tables() for a in answers]}}
 
 
 def translated(resolver: Callable) -> Callable:

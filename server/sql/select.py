@@ -111,6 +111,8 @@ class SelectRewriter:
             return node
         while isinstance(value, exp.Cast):
             value = value.this
+        while isinstance(unit, exp.Cast):  # SQLAlchemy sends date_trunc('month'::VARCHAR, …)
+            unit = unit.this
         c = self.field_of(value, DIM)
         if c is None or not c.is_time:
             return node

@@ -7,6 +7,7 @@ ends on 31 January); a bound with a time of day works on instants, at row level.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from sqlglot import exp
 
@@ -22,6 +23,9 @@ def conjuncts(condition: exp.Expression) -> list[exp.Expression]:
     if isinstance(condition, exp.Paren) and isinstance(condition.this, exp.And):
         return conjuncts(condition.this)
     return [condition]
+
+
+ZONED_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})\s*[+-]\d{2}(:?\d{2})?$")
 
 
 def constant(node: exp.Expression) -> dt.date | dt.datetime | None:
@@ -43,6 +47,9 @@ def constant(node: exp.Expression) -> dt.date | dt.datetime | None:
     if not _is_text(node):
         return None
     text = node.this.strip()
+    zoned_date = ZONED_DATE.match(text)  # pgjdbc's setDate sends '2023-01-01 +00': a date, whatever the zone
+    if zoned_date:
+        text = zoned_date.group(1)
     try:
         if len(text) == 10:
             return dt.date.fromisoformat(text)

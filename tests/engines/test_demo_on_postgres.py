@@ -119,8 +119,9 @@ def assert_same_rows(got: list[tuple], want: list[tuple]) -> None:
 
 def test_both_engines_built_the_same_tables(shops):
     duck, pg = shops
-    names = sorted(t.name for t in duck.builder.targets())
-    assert pg.engine.tables("phloem", "") == sorted([*names, "_phloem_builds", "customer_stream"])
+    names = sorted([*(t.name for t in duck.builder.targets()), *duck.model.rollups])
+    assert pg.engine.tables("phloem", "") == sorted([*names, "_phloem_builds", "_phloem_rollup_partitions",
+                                                     "_phloem_rollups", "customer_stream"])
     for name in names:
         query = f'select count(*) from phloem."{name}"'
         assert pg.engine.rows(query) == duck.engine.rows(query), name

@@ -1,7 +1,8 @@
 """Shared fixtures of the metric-query correctness suite.
 
 `demo`: the shipped demo project (semantic/demo/project) copied to a temporary folder, with demo data
-at scale 3000 (seed 7) and a few extra test-only metrics, built once per session.
+at scale 3000 (seed 7), a few extra test-only metrics, an `avg` measure and more rollups, built once per
+session.
 `saas`: an independent subscription business (tests/query/subscription_project) whose raw tables are
 written here by plain deterministic SQL.
 
@@ -51,7 +52,42 @@ metrics:
   - name: signup_conversions
     conversion: {stream: customer_stream, base: signed_up, conversion: placed_order, window: 7 days,
                  calculation: count}
+  - {name: avg_order_value, measure: orders.avg_order_value}
 """
+
+# Rollups beside the demo's own (models/rollups.yml), so that most queries of the suite have several
+# candidates at several grains; every test of the suite then checks rollup answers too.
+DEMO_TEST_ROLLUPS = """
+rollups:
+  - name: test_orders_hourly
+    view: orders
+    measures: [gross_revenue, orders, refunded, discounts, avg_order_value]
+    grain: hour
+  - name: test_orders_weekly_segments
+    view: orders
+    measures: [gross_revenue, discounts, refunded, shipping_cost, payment_fees, orders, buyers, new_buyers,
+               avg_order_value]
+    dimensions: [is_first_order, acquisition_channel, channel]
+    grain: week
+  - name: test_orders_by_signup_year
+    view: orders
+    measures: [gross_revenue, discounts, refunded, shipping_cost, payment_fees, orders, avg_order_value]
+    dimensions: [customers.signed_up_at__year, country, is_first_order, acquisition_channel]
+    grain: month
+  - name: test_lines_daily
+    view: order_lines
+    measures: [cogs, units, line_revenue]
+    dimensions: [category, channel, country, acquisition_channel, is_first_order, customers.signed_up_at__month]
+    grain: day
+    partition: quarter
+    incremental: 2 months
+  - name: test_visits_daily
+    view: visits
+    measures: [visits, converted_visits]
+    dimensions: [landing_page, referrer, converted]
+    grain: day
+"""
+AVG_MEASURE = "      - {name: avg_order_value, agg: avg, expr: gross_revenue}\n"
 
 # The SaaS business: 400 accounts signing up through 2024; 4 in 5 start a trial (every 17th on the
 # sign-up instant, every 11th a second one 60 days later); 2 in 3 subscribe, after their first trial
@@ -179,6 +215,10 @@ def demo(request, tmp_path_factory) -> semantic.Project:
     root = tmp_path_factory.mktemp("demo") / "project"
     shutil.copytree(DEMO_PROJECT, root)
     (root / "models" / "query_tests.yml").write_text(DEMO_TEST_METRICS)
+    (root / "models" / "rollup_tests.yml").write_text(DEMO_TEST_ROLLUPS)
+    views = root / "models" / "views.yml"
+    anchor = "      - {name: median_order_value, agg: median, expr: gross_revenue}\n"
+    views.write_text(views.read_text().replace(anchor, anchor + AVG_MEASURE))
     (root / "data").mkdir(exist_ok=True)
     con = duckdb.connect(str(root / "data" / "shop.duckdb"))
     try:

@@ -120,3 +120,23 @@ def test_demo_runs_end_to_end(tmp_path):
     con = duckdb.connect(str(tmp_path / "shop" / "data" / "shop.duckdb"), read_only=True)
     assert con.execute("select count(*) from phloem.orders").fetchone() == (500,)
     assert con.execute("select count(*) from raw.orders").fetchone() == (500,)
+
+
+def test_rollups_suggest_write_build_and_use(starter):
+    run("build", cwd=starter)
+    for by in ("channel,metric_time__month", "channel,metric_time__week", "channel"):
+        run("query", "-m", "revenue,orders", "--by", by, cwd=starter)
+    log = (starter / ".phloem" / "query_log.jsonl").read_text().splitlines()
+    assert len(log) == 3 and json.loads(log[0])["leaves"][0]["dims"] == ["orders.channel"]
+    suggested = run("rollups", "suggest", cwd=starter).stdout
+    assert "orders_day_by_channel" in suggested and "3" in suggested
+    assert not (starter / "models" / "rollups.yml").exists()
+    run("rollups", "suggest", "--write", cwd=starter)
+    written = (starter / "models" / "rollups.yml").read_text()
+    assert "name: orders_day_by_channel" in written and "measures: [orders, revenue]" in written
+    assert "orders_day_by_channel" in run("build", cwd=starter).stdout
+    listed = run("rollups", "list", cwd=starter).stdout
+    assert "orders_day_by_channel" in listed and "current" in listed
+    explain = run("query", "-m", "revenue", "--by", "metric_time__month", "--explain", cwd=starter).stdout
+    assert "table: phloem.orders_day_by_channel (rollup orders_day_by_channel" in explain
+    assert "every logged query is answered" in run("rollups", "suggest", cwd=starter).stdout

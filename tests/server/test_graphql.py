@@ -677,3 +677,15 @@ def test_http_reload_swaps_the_schema_without_restarting(http):
         models.unlink()
         http.runtime.reload()
     assert "errors" in http.client.post("/graphql", json={"query": "{ query { netPerOrder } }"}).json()
+
+
+def test_extensions_name_the_tables_each_query_read(schema, project):
+    out = run(schema, "{ query { revenue channel metricTime { month } } }")
+    (tables,) = out["extensions"]["phloem"]["tables"]
+    (leaf,) = tables
+    assert leaf["rollup"] == "orders_monthly" and leaf["table"] == "phloem.orders_monthly"
+    assert {"rollup": "buyers_weekly", "reason": "lacks dimension channel"} in leaf["rejected"]
+    assert next(r for r in leaf["rejected"] if r["rollup"] == "orders_daily")["reason"].startswith("larger:")
+    raw = run(schema, "{ query { revenue acquisitionChannel } }")["extensions"]["phloem"]["tables"][0][0]
+    assert raw["rollup"] is None and raw["table"] == "phloem.orders"
+    assert {"rollup": "orders_monthly", "reason": "lacks dimension acquisition_channel"} in raw["rejected"]

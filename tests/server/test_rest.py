@@ -147,3 +147,17 @@ def test_sql_endpoint_equals_the_python_api(client, project):
     bad = client.post("/api/v1/sql", json={"sql": "SELECT MEASURE(proft) FROM metrics"})
     assert bad.status_code == 400 and "profit" in bad.json()["error"]["suggestion"] + bad.json()["error"]["message"]
     assert client.post("/api/v1/sql", json={"sql": "DROP TABLE orders"}).status_code == 400
+
+
+def test_explain_shows_the_rollup_each_leaf_read_and_why_not_the_others(client):
+    body = client.post("/api/v1/explain", json={"metrics": ["profit"], "dimensions": ["metric_time__month",
+                                                                                       "country"]}).json()
+    assert "table: phloem.orders_monthly (rollup orders_monthly" in body["plan"]
+    assert "not used: orders_daily — larger:" in body["plan"]
+    assert [t["rollup"] for t in body["tables"]] == ["orders_monthly", "order_lines_monthly"]
+    assert '"phloem"."orders_monthly"' in body["sql"]
+    meta = client.get("/api/v1/meta").json()
+    daily = next(r for r in meta["rollups"] if r["name"] == "orders_daily")
+    assert (daily["grain"], daily["partition"], daily["refresh"], daily["incremental"]) == ("day", "month", "1 hour",
+                                                                                             "1 month")
+    assert daily["built"]["rows"] > 0 and daily["built"]["current"] and not daily["built"]["behind"]

@@ -1,0 +1,777 @@
+"""The SQL side of the PostgreSQL-wire door: statements in, typed results out (the protocol layer encodes them).
+
+Each statement goes one of four ways:
+- commands the door answers itself (commands.py): BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE, SET/RESET/SHOW,
+  DISCARD, DEALLOCATE, DECLARE/FETCH/MOVE/CLOSE, LISTEN/UNLISTEN, EXPLAIN;
+- catalog and constant queries (anything reading pg_catalog, information_schema, or no table at all): typed by
+  the binder as PostgreSQL 15 would type them, translated to DuckDB and run on the catalog (catalog.py);
+- semantic queries (reading the views and `metrics`): through the semantic SQL layer (server/sql), with `*` over
+  a view meaning all its catalog columns, as a PostgreSQL client expects;
+- anything that writes: refused (25006, the door is read-only).
+
+`describe` types a statement without running it: catalog queries by the binder alone, semantic ones by compiling
+them (DuckDB binds the SQL; PostgreSQL plans it under LIMIT 0). `cancel` interrupts the session's running DuckDB
+query (catalog, or semantic on a DuckDB warehouse; on PostgreSQL it lands when the query returns); the statement
+fails with 57014 and the session goes on.
+
+Errors are `QueryError`s (or `QueryTimeout`) carrying `sqlstate`; when a query string held several statements,
+`error.results` holds the results of the statements before the failing one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import decimal
+import itertools
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from cachetools import LRUCache
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+
+from semantic.errors import PhloemError, QueryError, QueryTimeout
+from semantic.project.project import Answer
+from server.pgwire import commands as C
+from server.pgwire import pgtypes as T
+from server.pgwire.binder import Binder, error
+from server.pgwire.catalog import NAMESPACES, Catalog, semantic_relations
+from server.pgwire.translate import Context, Translator
+
+READ_ONLY = "25006"
+
+
+@dataclass
+class Column:
+    name: str
+    type_oid: int
+    type_size: int = -1
+    type_modifier: int = -1
+
+
+@dataclass
+class Result:
+    tag: str  # CommandComplete tag: "SELECT 3", "SET", "BEGIN", "SHOW", "COMMIT", …
+    columns: list[Column] | None  # None: no RowDescription
+    table: pa.Table | None
+    notices: list[str] = field(default_factory=list)  # NoticeResponse texts (WARNING), e.g. "there is already …"
+
+
+class QueryCanceled(QueryTimeout):
+    """The client cancelled the running statement (CancelRequest)."""
+
+    sqlstate = "57014"
+
+
+class Session:
+    """One connection's state: who, where, its settings, transaction status, cursors, and its running statement."""
+
+    def __init__(self, user: str, database: str, options: dict | None, pid: int):
+        self.user, self.database, self.pid = user, database, pid
+        self.settings: dict[str, str] = dict(C.DEFAULTS)
+        self.settings["session_authorization"] = user
+        self._apply_startup(options or {})
+        self.status = "I"  # I idle, T in a transaction block, E in a failed block
+        self.savepoints: list[str] = []
+        self.cursors: dict[str, C.Cursor] = {}
+        self.lock = threading.Lock()  # one statement at a time
+        self._cancelled = threading.Event()
+        self._interrupt: Callable[[], None] | None = None
+        self._connection: tuple[Catalog, duckdb.DuckDBPyConnection, list] | None = None
+
+    def _apply_startup(self, options: dict) -> None:
+        for key, value in options.items():
+            if key in ("user", "database"):
+                continue
+            if key == "options":  # `-c name=value` / `--name=value`
+                for name, val in re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)=((?:\\ |\S)+)", str(value)):
+                    self.settings[C.canonical(name.replace("-", "_"))] = val.replace("\\ ", " ")
+                continue
+            name = C.canonical(key)
+            if name not in C.FIXED:
+                self.settings[name] = str(value)
+
+    def parameter_status(self) -> dict[str, str]:
+        """The settings PostgreSQL reports in ParameterStatus (send them after authentication, and again when a
+        statement changed one: compare before and after `execute`)."""
+        return {name: self.settings.get(name, "") for name in C.REPORTED}
+
+    @property
+    def search_path(self) -> list[str]:
+        return C.search_path(self.settings, self.user)
+
+    def context(self) -> Context:
+        existing = [s for s in self.search_path if s in NAMESPACES and s != "pg_catalog"]
+        return Context(self.user, self.database, existing, self.pid, self.settings.get("server_version", "15"))
+
+
+class _SchemaOnly:
+    """The project, answering each metric query with its columns and no rows, without running it: DuckDB binds
+    the compiled SQL (its types, no execution); PostgreSQL plans it under LIMIT 0, which reads nothing."""
+
+    def __init__(self, project):
+        self._project = project
+        self._types = duckdb.connect(":memory:", config={"enable_external_access": False})
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self._project, name)
+
+    def run(self, query, **options) -> Answer:  # Project.run's options (cache, timeout …) do not apply
+        compiled = self._project.compile(query)
+        self._project.ensure_built()
+        engine = self._project.engine
+        if engine.dialect != "duckdb":
+            return Answer(engine.arrow(f"SELECT * FROM ({compiled.sql}) AS _q LIMIT 0"), compiled, cached=False)
+        columns = engine.columns(compiled.sql)
+        return Answer(self._empty(columns), compiled, cached=False)
+
+    def _empty(self, columns: list[tuple[str, str]]) -> pa.Table:
+        """An empty Arrow table with the columns DuckDB would return."""
+        if not columns:
+            return pa.table({})
+        items = []
+        for i, (_, kind) in enumerate(columns):
+            if not re.fullmatch(r"[A-Za-z0-9_ (),\[\]]+", kind):  # ENUM('a', …), STRUCT(…): as text
+                kind = "VARCHAR"
+            items.append(f"CAST(NULL AS {kind}) AS c{i}")
+        with self._lock:
+            try:
+                table = self._types.sql(f"SELECT {', '.join(items)} LIMIT 0").to_arrow_table()
+            except duckdb.Error:
+                table = pa.table({f"c{i}": pa.array([], pa.string()) for i in range(len(columns))})
+        return table.rename_columns([name for name, _ in columns])
+
+
+_RUNNING: contextvars.ContextVar[Session | None] = contextvars.ContextVar("pgwire_session", default=None)
+
+
+def _interruptible_engine(engine) -> None:
+    """Let a session interrupt the DuckDB queries its statements start (CancelRequest).
+
+    Project.run keeps its own ways (cache, rollups, query log); only the engine's `arrow` learns, while a pg
+    session runs a statement (a context variable says which), to run on a cursor the session holds. Other
+    doors and warehouses are untouched. The library offering a cancel hook would make this go.
+    """
+    if getattr(engine, "dialect", None) != "duckdb" or not hasattr(engine, "con") or \
+            getattr(engine, "_pgwire_interruptible", False):
+        return
+    original = engine.arrow
+
+    def arrow(query, params=None, timeout=None):
+        session = _RUNNING.get()
+        if session is None or params:
+            return original(query, params, timeout) if timeout else original(query, params)
+        cursor = engine.con.cursor()
+        try:
+            return _interruptible(session, cursor, engine.sql(query), timeout)
+        finally:
+            cursor.close()
+
+    engine.arrow = arrow
+    engine._pgwire_interruptible = True
+
+
+def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None) -> pa.Table:
+    """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds."""
+    timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
+    session._interrupt = cursor.interrupt
+    try:
+        if session._cancelled.is_set():
+            raise QueryCanceled("canceling statement due to user request")
+        if timer:
+            timer.start()
+        return cursor.sql(sql).to_arrow_table()
+    except duckdb.InterruptException:
+        if session._cancelled.is_set():
+            raise QueryCanceled("canceling statement due to user request") from None
+        raise QueryTimeout(f"canceling statement due to statement timeout ({timeout:g} s)") from None
+    finally:
+        session._interrupt = None
+        if timer:
+            timer.cancel()
+
+
+class _Version:
+    """What one model version needs: its semantic SQL door, a describing twin of it, and its catalog."""
+
+    def __init__(self, runtime):
+        from server.sql import SemanticSQL
+
+        self.project = runtime.project
+        self.sql = runtime.sql()
+        _interruptible_engine(self.project.engine)
+        self.schema = SemanticSQL(_SchemaOnly(self.project))
+        self.catalog = Catalog(semantic_relations(self.sql, lambda text: self.schema.run(text).table.schema))
+        self.describes: LRUCache = LRUCache(maxsize=512)
+
+
+class Frontend:
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self._lock = threading.Lock()
+        self._version: _Version | None = None
+        self._pids = itertools.count(4200)
+
+    def version(self) -> _Version:
+        """The current model version's catalog (rebuilt when the runtime reloaded a new model)."""
+        project = self.runtime.project
+        with self._lock:
+            if self._version is None or self._version.project is not project:
+                self._version = _Version(self.runtime)
+            return self._version
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.version().catalog
+
+    def session(self, user: str, database: str, options: dict | None = None) -> Session:
+        return Session(user, database, options, next(self._pids))
+
+    # -------------------------------------------------------------- describe
+
+    def describe(self, session: Session, sql: str, param_oids: Sequence[int] = ()) -> tuple[list[int], list[Column] | None]:
+        """Parameter types and row description of one statement, without running it (a semantic query is compiled
+        with stand-in values of its parameters' types, and its SQL bound, not run)."""
+        statements = C.split(sql)
+        if not statements:
+            return list(param_oids), None
+        text, tokens = statements[0]
+        first = tokens[0].text.upper()
+        count = max(len(param_oids), _max_param(tokens))
+        declared = list(param_oids) + [0] * (count - len(param_oids))
+        if first == "SHOW":
+            names, _ = C.show_statement(tokens, session.settings)
+            return [], [_column(n, T.TEXT) for n in names]
+        if first in ("FETCH",):
+            cursor = session.cursors.get(_cursor_name(tokens))
+            return declared, list(cursor.columns) if cursor else None
+        if first == "EXPLAIN":
+            return declared, [_column("QUERY PLAN", T.TEXT)]
+        if first not in _QUERY_STARTS:
+            return [t or T.TEXT for t in declared], None
+        version = self.version()
+        key = (text, tuple(declared), tuple(session.search_path))
+        hit = version.describes.get(key)
+        if hit is not None:
+            return hit
+        statement = _parse(text)
+        route, binder = self._route(session, version, statement, declared)
+        types = binder.params(count)
+        if route == "catalog":
+            columns = [_column(n, T.oid_of(t)) for n, t in binder.outputs]
+        else:
+            values = [_placeholder(t) for t in types]
+            rewritten = _expand_stars(statement, version.catalog) or text
+            try:
+                table = version.schema.run(rewritten, values).table
+            except PhloemError as e:
+                raise _semantic_error(e) from None
+            columns = _columns(table.schema)
+        version.describes[key] = (types, columns)
+        return types, columns
+
+    # -------------------------------------------------------------- execute
+
+    def execute(self, session: Session, sql: str, params: Sequence | None = None) -> list[Result]:
+        """Run every statement of `sql` (several only in the simple protocol); [] for an empty query string."""
+        results: list[Result] = []
+        with session.lock:
+            session._cancelled.clear()
+            for text, tokens in C.split(sql):
+                try:
+                    results.append(self._statement(session, text, tokens, list(params or [])))
+                except PhloemError as e:
+                    if not hasattr(e, "sqlstate"):
+                        e.sqlstate = "57014" if isinstance(e, QueryTimeout) else _sqlstate(e)
+                    if session.status == "T":
+                        session.status = "E"
+                    e.results = results
+                    raise
+        return results
+
+    def cancel(self, session: Session) -> None:
+        """Interrupt the session's running statement (it fails with 57014; the session stays usable)."""
+        session._cancelled.set()
+        interrupt = session._interrupt
+        if interrupt is not None:
+            interrupt()
+
+    def _statement(self, session: Session, text: str, tokens: list[C.Token], params: list) -> Result:
+        first = tokens[0].text.upper()
+        second = tokens[1].text.upper() if len(tokens) > 1 else ""
+        if session.status == "E" and first not in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+            raise error("current transaction is aborted, commands ignored until end of transaction block", "25P02")
+        if first in _TRANSACTION:
+            return self._transaction(session, tokens)
+        if first == "SET":
+            changes = C.set_statement(tokens, session.settings)
+            session.settings.update(changes)
+            return Result("SET", None, None)
+        if first == "RESET":
+            name = " ".join(t.text for t in tokens[1:])
+            if name.upper() == "ALL":
+                kept = {k: session.settings[k] for k in ("session_authorization",)}
+                session.settings = dict(C.DEFAULTS) | kept
+            else:
+                key = C.canonical(name)
+                session.settings[key] = C.DEFAULTS.get(key, "")
+            return Result("RESET", None, None)
+        if first == "SHOW":
+            names, rows = C.show_statement(tokens, session.settings)
+            table = pa.table({f"c{i}": [r[i] for r in rows] for i in range(len(names))}).rename_columns(names)
+            return Result("SHOW", [_column(n, T.TEXT) for n in names], table)
+        if first == "DISCARD":
+            if second == "ALL":
+                session.settings = dict(C.DEFAULTS) | {"session_authorization": session.user}
+                session.cursors.clear()
+            return Result(f"DISCARD {second}".strip(), None, None)
+        if first == "DEALLOCATE":
+            return Result("DEALLOCATE ALL" if "ALL" in (second, tokens[-1].text.upper()) else "DEALLOCATE", None,
+                          None)
+        if first in ("LISTEN", "UNLISTEN"):
+            return Result(first, None, None)
+        if first == "DECLARE":
+            return self._declare(session, tokens, text, params)
+        if first in ("FETCH", "MOVE"):
+            return self._fetch(session, tokens, first)
+        if first == "CLOSE":
+            if second == "ALL":
+                session.cursors.clear()
+                return Result("CLOSE CURSOR ALL", None, None)
+            if session.cursors.pop(_cursor_name(tokens), None) is None:
+                raise error(f'cursor "{_cursor_name(tokens)}" does not exist', "34000")
+            return Result("CLOSE CURSOR", None, None)
+        if first == "EXPLAIN":
+            return self._explain(session, text, tokens, params)
+        if first in _QUERY_STARTS:
+            return self._query(session, text, params)
+        if first in _WRITES:
+            raise error(f"cannot execute {first} in a read-only transaction", READ_ONLY,
+                        "the PostgreSQL door of Phloem only reads: SELECT from the views and `metrics`")
+        raise error(f"{first} is not supported", "0A000",
+                    "send SELECT statements (protocol-level prepared statements and cursors work)")
+
+    def _transaction(self, session: Session, tokens: list[C.Token]) -> Result:
+        words = [t.text.upper() for t in tokens]
+        first = words[0]
+        notices = []
+        if first in ("BEGIN", "START"):
+            if session.status != "I":
+                notices.append("there is already a transaction in progress")
+            else:
+                session.status = "T"
+            return Result("START TRANSACTION" if first == "START" else "BEGIN", None, None, notices)
+        if first in ("COMMIT", "END"):
+            failed = session.status == "E"
+            if session.status == "I":
+                notices.append("there is no transaction in progress")
+            self._end(session)
+            return Result("ROLLBACK" if failed else "COMMIT", None, None, notices)
+        if first in ("ROLLBACK", "ABORT"):
+            if "TO" in words:
+                name = tokens[-1].text if tokens[-1].kind == "ident" else tokens[-1].text.lower()
+                if name not in session.savepoints:
+                    raise error(f'savepoint "{name}" does not exist', "3B001")
+                del session.savepoints[session.savepoints.index(name) + 1:]
+                session.status = "T"
+                return Result("ROLLBACK", None, None)
+            if session.status == "I":
+                notices.append("there is no transaction in progress")
+            self._end(session)
+            return Result("ROLLBACK", None, None, notices)
+        name = tokens[-1].text if tokens[-1].kind == "ident" else tokens[-1].text.lower()
+        if first == "SAVEPOINT":
+            if session.status == "I":
+                raise error("SAVEPOINT can only be used in transaction blocks", "25P01")
+            session.savepoints.append(name)
+            return Result("SAVEPOINT", None, None)
+        # RELEASE [SAVEPOINT] name
+        if name not in session.savepoints:
+            raise error(f'savepoint "{name}" does not exist', "3B001")
+        del session.savepoints[session.savepoints.index(name):]
+        return Result("RELEASE", None, None)
+
+    def _end(self, session: Session) -> None:
+        session.status = "I"
+        session.savepoints.clear()
+        for name in [n for n, c in session.cursors.items() if not c.hold]:
+            del session.cursors[name]
+
+    # -------------------------------------------------------------- queries
+
+    def _query(self, session: Session, text: str, params: list) -> Result:
+        statement = _parse(text)
+        version = self.version()
+        route, binder = self._route(session, version, statement, [0] * len(params))
+        count = max(len(params), _max_param_in(statement))
+        if count > len(params):
+            raise error(f"bind message supplies {len(params)} parameters, but the statement requires {count}",
+                        "08P01")
+        types = binder.params(count)
+        values = [_coerce(v, t) for v, t in zip(params, types, strict=False)]
+        if route == "catalog":
+            return self._catalog_query(session, version, statement, binder, values, types)
+        rewritten = _expand_stars(statement, version.catalog) or text
+        running = _RUNNING.set(session)
+        try:
+            answer = version.sql.run(rewritten, values)
+        except PhloemError as e:
+            raise _semantic_error(e) from None
+        finally:
+            _RUNNING.reset(running)
+        if session._cancelled.is_set():
+            raise QueryCanceled("canceling statement due to user request")
+        table = answer.table
+        return Result(f"SELECT {table.num_rows}", _columns(table.schema), table)
+
+    def _route(self, session: Session, version: _Version, statement: exp.Expression,
+               declared: list[int]) -> tuple[str, Binder]:
+        """("catalog" | "semantic", the bound statement's binder). Semantic statements are bound leniently: the
+        semantic layer accepts more than the catalog lists (`ordered_at__month`, MEASURE(x))."""
+        catalog = version.catalog
+        ctes = {c.alias_or_name for c in statement.find_all(exp.CTE)}
+        semantic = catalogs = False
+        for table in statement.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier) or (table.name in ctes and not table.db):
+                continue
+            schema = table.db or None
+            if schema in ("pg_catalog", "information_schema"):
+                catalogs = True
+                continue
+            found = catalog.relation(schema, table.name, session.search_path)
+            if found is not None and found.schema != "public":
+                catalogs = True
+            elif schema in (None, "public"):
+                semantic = True
+            else:
+                raise error(f'schema "{schema}" does not exist', "3F000",
+                            "the semantic tables are in schema public; the catalog in pg_catalog")
+        if semantic and catalogs:
+            raise error("a statement reads either the semantic tables or the catalog, not both", "0A000",
+                        "query pg_catalog / information_schema and the views in separate statements")
+        binder = Binder(catalog, session.search_path, declared)
+        if semantic:
+            try:
+                binder.bind(statement.copy())
+            except Exception:  # only parameter types are read here; the semantic layer judges the SQL
+                pass
+            return "semantic", binder
+        binder.bind(statement)
+        return "catalog", binder
+
+    def _catalog_query(self, session: Session, version: _Version, statement: exp.Expression, binder: Binder,
+                       values: list, types: list[int]) -> Result:
+        _bind_params(statement, values, types)
+        sql = Translator(version.catalog, session.context()).sql(statement)
+        table = self._run_catalog(session, version.catalog, sql)
+        outputs = binder.outputs
+        columns = [_column(n, T.oid_of(t)) for n, t in outputs]
+        arrays = []
+        for i, (_, t) in enumerate(outputs):
+            arrays.append(_as_type(table.column(i) if i < table.num_columns else pa.nulls(table.num_rows), t))
+        result = pa.Table.from_arrays(arrays, names=[c.name for c in columns]) if arrays else table
+        return Result(f"SELECT {table.num_rows}", columns, result)
+
+    def _run_catalog(self, session: Session, catalog: Catalog, sql: str) -> pa.Table:
+        try:
+            return _interruptible(session, self._connection(session, catalog), sql, self.runtime.timeout)
+        except duckdb.Error as e:
+            raise _duckdb_error(e) from None
+
+    def _connection(self, session: Session, catalog: Catalog) -> duckdb.DuckDBPyConnection:
+        """The session's connection to the catalog, its temporary tables in step with the session."""
+        held = session._connection
+        facts = [session.user, session.database, session.pid, session.settings.get("application_name", ""),
+                 sorted(session.settings.items())]
+        if held is None or held[0] is not catalog:
+            if held is not None:
+                held[1].close()
+            held = (catalog, catalog.connect(), [])
+            session._connection = held
+        if held[2] != facts:
+            con = held[1]
+            con.execute("DELETE FROM temp.pgw_session")
+            con.execute("INSERT INTO temp.pgw_session VALUES (?, ?, ?, ?)", facts[:4])
+            con.execute("DELETE FROM temp.pgw_settings")
+            con.executemany("INSERT INTO temp.pgw_settings VALUES (?, ?)", facts[4])
+            held[2][:] = facts
+        return held[1]
+
+    # -------------------------------------------------------------- cursors and EXPLAIN
+
+    def _declare(self, session: Session, tokens: list[C.Token], text: str, params: list) -> Result:
+        words = [t.text.upper() for t in tokens]
+        if "FOR" not in words or "CURSOR" not in words:
+            raise error("syntax error in DECLARE: write DECLARE name CURSOR [WITH HOLD] FOR SELECT …", "42601")
+        name = tokens[1].text if tokens[1].kind == "ident" else tokens[1].text.lower()
+        at = words.index("FOR", words.index("CURSOR"))
+        hold = "HOLD" in words[:at] and "WITHOUT" not in words[:at]
+        if session.status == "I" and not hold:
+            raise error("DECLARE CURSOR can only be used in transaction blocks", "25P01")
+        if name in session.cursors:
+            raise error(f'cursor "{name}" already exists', "42P03")
+        result = self._query(session, text[tokens[at + 1].start - tokens[0].start:], params)
+        session.cursors[name] = C.Cursor(result.columns or [], result.table, hold)
+        return Result("DECLARE CURSOR", None, None)
+
+    def _fetch(self, session: Session, tokens: list[C.Token], command: str) -> Result:
+        name = _cursor_name(tokens)
+        cursor = session.cursors.get(name)
+        if cursor is None:
+            raise error(f'cursor "{name}" does not exist', "34000")
+        words = [t.text.upper() for t in tokens[1:-1] if t.text.upper() not in ("FROM", "IN")]
+        total = cursor.table.num_rows
+        count = 1
+        if words:
+            head = words[0]
+            if head in ("ALL",) or words[-1] == "ALL":
+                count = total
+            elif head in ("NEXT", "FORWARD") and len(words) == 1:
+                count = 1
+            elif head in ("FORWARD",) and words[1].isdigit():
+                count = int(words[1])
+            elif head.isdigit():
+                count = int(head)
+            elif head == "FIRST":
+                cursor.position, count = 0, 1
+            else:
+                raise error(f"FETCH {' '.join(words)} is not supported: cursors here only move forward", "0A000")
+        start = cursor.position
+        rows = cursor.table.slice(start, max(0, min(count, total - start)))
+        cursor.position = start + rows.num_rows
+        if command == "MOVE":
+            return Result(f"MOVE {rows.num_rows}", None, None)
+        return Result(f"FETCH {rows.num_rows}", list(cursor.columns), rows)
+
+    def _explain(self, session: Session, text: str, tokens: list[C.Token], params: list) -> Result:
+        at = 1
+        while at < len(tokens) and tokens[at].text.upper() in ("ANALYZE", "VERBOSE", "(", ")", ",", "COSTS", "FORMAT",
+                                                               "TEXT", "ON", "OFF", "TRUE", "FALSE", "BUFFERS"):
+            at += 1
+        inner = text[tokens[at].start - tokens[0].start:]
+        statement = _parse(inner)
+        version = self.version()
+        route, _ = self._route(session, version, statement, [0] * len(params))
+        if route == "catalog":
+            plan = "catalog query (answered from the door's own pg_catalog)"
+        else:
+            try:
+                plan = version.sql.explain(_expand_stars(statement, version.catalog) or inner, params)
+            except PhloemError as e:
+                raise _semantic_error(e) from None
+        lines = plan.splitlines() or [""]
+        return Result("EXPLAIN", [_column("QUERY PLAN", T.TEXT)], pa.table({"QUERY PLAN": lines}))
+
+
+# ------------------------------------------------------------------ helpers
+
+_TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}
+_QUERY_STARTS = {"SELECT", "WITH", "VALUES", "TABLE", "("}
+_WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "DROP", "ALTER", "TRUNCATE", "GRANT", "REVOKE",
+           "COMMENT", "VACUUM", "ANALYZE", "REINDEX", "CLUSTER", "LOCK", "CALL", "DO", "REFRESH", "SECURITY",
+           "IMPORT", "REASSIGN", "CHECKPOINT"}
+
+
+def _column(name: str, oid: int, typmod: int = -1) -> Column:
+    return Column(name, oid, T.typlen(oid), typmod)
+
+
+def _columns(schema: pa.Schema) -> list[Column]:
+    out = []
+    for f in schema:
+        oid, typmod = T.from_arrow(f.type)
+        out.append(_column(f.name, oid, typmod))
+    return out
+
+
+def _parse(text: str) -> exp.Expression:
+    try:
+        statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
+    except (ParseError, TokenError) as e:
+        detail = e.errors[0]["description"] if isinstance(e, ParseError) and e.errors else str(e).splitlines()[0]
+        raise error(f"syntax error: {detail}", "42601") from None
+    if len(statements) != 1:
+        raise error("one statement expected", "42601")
+    return normalize_identifiers(statements[0], dialect="postgres")
+
+
+def _cursor_name(tokens: list[C.Token]) -> str:
+    last = tokens[-1]
+    return last.text if last.kind == "ident" else last.text.lower()
+
+
+def _max_param(tokens: list[C.Token]) -> int:
+    return max((int(t.text[1:]) for t in tokens if t.kind == "param"), default=0)
+
+
+def _max_param_in(statement: exp.Expression) -> int:
+    found = 0
+    for p in statement.find_all(exp.Parameter):
+        value = p.this
+        if isinstance(value, exp.Literal) and not value.is_string:
+            found = max(found, int(value.this))
+    return found
+
+
+def _placeholder(t: int):
+    """A value of type `t` that only stands in for a parameter while a statement is described."""
+    if t in T.INTEGER_TYPES or t == T.OID:
+        return 0
+    if t in (T.FLOAT4, T.FLOAT8):
+        return 0.0
+    if t == T.NUMERIC:
+        return decimal.Decimal(0)
+    if t == T.BOOL:
+        return True
+    if t == T.DATE:
+        return dt.date(2000, 1, 1)
+    if t in (T.TIMESTAMP, T.TIMESTAMPTZ):
+        return dt.datetime(2000, 1, 1)
+    return ""
+
+
+_TRUE_WORDS = {"t", "true", "y", "yes", "on", "1"}
+_FALSE_WORDS = {"f", "false", "n", "no", "off", "0"}
+
+
+def _coerce(value, t: int):
+    """A parameter sent as text, read as the type its context gives it (what PostgreSQL's input functions do)."""
+    if not isinstance(value, str) or t in T.STRING_TYPES or t in T.REG_TYPES:
+        return value
+    text = value.strip()
+    try:
+        if t in T.INTEGER_TYPES or t == T.OID:
+            return int(text)
+        if t in (T.FLOAT4, T.FLOAT8):
+            return float(text)
+        if t == T.NUMERIC:
+            return decimal.Decimal(text)
+        if t == T.BOOL:
+            if text.lower() in _TRUE_WORDS:
+                return True
+            if text.lower() in _FALSE_WORDS:
+                return False
+            raise ValueError(text)
+        if t == T.DATE:
+            return dt.date.fromisoformat(text[:10])
+        if t in (T.TIMESTAMP, T.TIMESTAMPTZ):
+            stamp = re.sub(r"\s*([+-]\d\d(:?\d\d)?)$", "", text)  # '2024-01-05 10:00:00+00' → naive (UTC)
+            return dt.datetime.fromisoformat(stamp)
+    except (ValueError, decimal.InvalidOperation):
+        raise error(f'invalid input syntax for type {T.typname(t)}: "{value}"', "22P02") from None
+    return value
+
+
+def _literal(value, t: int) -> exp.Expression:
+    if value is None:
+        return exp.null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | decimal.Decimal):
+        return exp.Literal.number(value) if value >= 0 else exp.Neg(this=exp.Literal.number(-value))
+    if isinstance(value, dt.datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+    if isinstance(value, dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return exp.Literal.string(bytes(value).decode("utf-8", "replace"))
+    return exp.Literal.string(str(value))
+
+
+def _bind_params(statement: exp.Expression, values: list, types: list[int]) -> None:
+    for p in list(statement.find_all(exp.Parameter)):
+        value = p.this
+        if not (isinstance(value, exp.Literal) and not value.is_string):
+            continue
+        n = int(value.this)
+        node = _literal(values[n - 1], types[n - 1])
+        node.meta["pgtype"] = types[n - 1]
+        p.replace(node)
+
+
+def _as_type(column: pa.ChunkedArray, t) -> pa.ChunkedArray | pa.Array:
+    target = T.arrow_type(t)
+    if target is None or column.type == target:
+        return column
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), target)
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        if pa.types.is_string(target):
+            return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        return column
+
+
+def _expand_stars(statement: exp.Expression, catalog: Catalog) -> str | None:
+    """`*` over a view → its catalog columns, so a client gets the columns the catalog promised (the semantic
+    layer's own `*` leaves time dimensions out). `metrics` keeps the semantic `*` (every metric, in total)."""
+    ctes = {c.alias_or_name for c in statement.find_all(exp.CTE)}
+    changed = False
+    statement = statement.copy()
+    for select in statement.find_all(exp.Select):
+        from_ = select.args.get("from_")
+        if from_ is None or select.args.get("joins") or not isinstance(from_.this, exp.Table):
+            continue
+        table = from_.this
+        if not isinstance(table.this, exp.Identifier) or table.db not in ("", "public") or \
+                (table.name in ctes and not table.db):
+            continue
+        relation = catalog.semantic.get(table.name)
+        if relation is None or table.name == "metrics":
+            continue
+        alias = table.alias_or_name
+        items = []
+        for item in select.expressions:
+            star = isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)
+                                                  and item.table == alias)
+            if star:
+                items.extend(exp.column(c.name, quoted=True) for c in relation.columns)
+                changed = True
+            else:
+                items.append(item)
+        select.set("expressions", items)
+    return statement.sql(dialect="postgres") if changed else None
+
+
+_DUCKDB_STATES = (("Catalog Error: Table", "42P01"), ("Catalog Error: Scalar Function", "42883"),
+                  ("Catalog Error: Table Function", "42883"), ("Binder Error: Referenced column", "42703"),
+                  ("Binder Error: No function matches", "42883"), ("Parser Error", "42601"),
+                  ("Conversion Error", "22P02"), ("Invalid Input Error", "22P02"),
+                  ("Out of Range Error", "22003"), ("Binder Error", "42804"))
+
+
+def _duckdb_error(e: duckdb.Error) -> QueryError:
+    message = str(e).splitlines()[0]
+    state = next((s for prefix, s in _DUCKDB_STATES if message.startswith(prefix)), "XX000")
+    return error(f"the catalog query failed: {message}", state,
+                 "the door serves PostgreSQL 15's catalog; this part of it is not implemented")
+
+
+_SEMANTIC_STATES = (("unknown table", "42P01"), ("has no column", "42703"), ("unknown dimension", "42703"),
+                    ("has no dimension", "42703"), ("unknown metric", "42703"), ("does not parse", "42601"),
+                    ("read-only", READ_ONLY), ("not supported", "0A000"), ("must appear in GROUP BY", "42803"),
+                    ("parameter", "08P01"), ("not accepted", "0A000"), ("failed", "42000"))
+
+
+def _sqlstate(e: PhloemError) -> str:
+    if isinstance(e, QueryTimeout):
+        return "57014"
+    if isinstance(e, QueryError):
+        message = e.message.lower()
+        return next((s for pattern, s in _SEMANTIC_STATES if pattern in message), "42000")
+    return "XX000"
+
+
+def _semantic_error(e: PhloemError) -> PhloemError:
+    if not hasattr(e, "sqlstate"):
+        e.sqlstate = _sqlstate(e)
+    return e
