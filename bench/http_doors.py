@@ -58,8 +58,9 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # `python bench/http_doors.py` from a checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
+from workdir import generated_demo  # noqa: E402
+
 from semantic import Project  # noqa: E402
-from semantic.demo.generate import generate  # noqa: E402
 from semantic.query.query import make_query  # noqa: E402
 
 DEMO = ROOT / "semantic" / "demo" / "project"
@@ -85,27 +86,7 @@ STARTUP_SECONDS = 120.0
 def prepare(scale: int, seed: int, folder: Path, console: Console) -> dict:
     """The demo project in `folder`, `scale` orders generated and built; the Project is closed on return. A folder
     left by an earlier run with the same scale and seed (--workdir) is reused (the generator is deterministic)."""
-    info: dict = {}
-    marker = folder / ".bench-http.json"
-    database = folder / "data" / "shop.duckdb"
-    reuse = marker.exists() and database.exists() and json.loads(marker.read_text()) == {"scale": scale, "seed": seed}
-    if not reuse:
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.copytree(DEMO, folder)
-        database.parent.mkdir(parents=True, exist_ok=True)
-        console.print(f"generating {scale:,} orders into {database} …")
-        start = time.perf_counter()
-        con = duckdb.connect(str(database))
-        try:
-            info["raw_rows"] = generate(con, scale, seed=seed)
-        finally:
-            con.close()
-        info["generate_s"] = round(time.perf_counter() - start, 3)
-        marker.write_text(json.dumps({"scale": scale, "seed": seed}))
-        console.print(f"  generated in {info['generate_s']:.1f} s")
-    else:
-        console.print(f"reusing {database} ({scale:,} orders, seed {seed})")
+    reuse, info = generated_demo(folder, scale, seed, console, ".bench-http.json")
     start = time.perf_counter()
     project = Project.load(folder)
     try:

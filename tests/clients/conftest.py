@@ -11,16 +11,14 @@ its tests with the install command, it is never skipped.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from semantic.demo.generate import generate
+from semantic.demo import create
 from server.pgwire import PgConfig, PgServer, ServerThread
 from server.runtime import Runtime
 
@@ -40,13 +38,7 @@ KEYS = {
 
 
 def demo_project(root: Path, keys: bool = False) -> Path:
-    shutil.copytree(DEMO, root)
-    (root / "data").mkdir()
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    try:
-        generate(con, scale=2000)
-    finally:
-        con.close()
+    create(root, scale=2000)
     if keys:
         views = root / "models" / "views.yml"
         text = views.read_text()

@@ -6,28 +6,20 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from semantic.demo.generate import generate
+from semantic.demo import create
 from server.runtime import Runtime
 
 DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
 
 
 def _demo(root: Path) -> Path:
-    shutil.copytree(DEMO, root)
-    (root / "data").mkdir()
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    try:
-        generate(con, scale=2000)
-    finally:
-        con.close()
+    create(root, scale=2000)
     return root
 
 

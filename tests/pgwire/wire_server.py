@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import shutil
 import socket
 import struct
 import subprocess
@@ -16,11 +15,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from semantic.demo.generate import generate
+from semantic.demo import create
 from server.pgwire import PgConfig, PgServer, ServerThread
 from server.runtime import Runtime
 
@@ -52,11 +50,7 @@ def _once(key: str, make):
 def _project_dir(tmp_path_factory) -> Path:
     def make() -> Path:
         root = tmp_path_factory.mktemp("wire") / "shop"
-        shutil.copytree(DEMO, root)
-        (root / "data").mkdir()
-        con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-        generate(con, scale=2000, seed=7)
-        con.close()
+        create(root, scale=2000)
         (root / "models" / "slow.yml").write_text(SLOW)
         return root
 

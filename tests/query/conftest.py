@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 import semantic
-from semantic.demo.generate import generate
+from semantic.demo import create
 
 HERE = Path(__file__).parent
 DEMO_PROJECT = HERE.parents[1] / "semantic" / "demo" / "project"
@@ -219,12 +219,7 @@ def demo(request, tmp_path_factory) -> semantic.Project:
     views = root / "models" / "views.yml"
     anchor = "      - {name: median_order_value, agg: median, expr: gross_revenue}\n"
     views.write_text(views.read_text().replace(anchor, anchor + AVG_MEASURE))
-    (root / "data").mkdir(exist_ok=True)
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    try:
-        generate(con, scale=3000, seed=7)
-    finally:
-        con.close()
+    create(root, scale=3000)
     project = on_engine(request, root)
     yield project
     close(project)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 import uvicorn
 
-from semantic.demo.generate import generate
+from semantic.demo import create
 
 DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
 
@@ -33,11 +31,7 @@ metrics:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("served") / "shop"
-    shutil.copytree(DEMO, root)
-    (root / "data").mkdir()
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    generate(con, scale=2000, seed=7)
-    con.close()
+    create(root, scale=2000)
     (root / "models" / "slow.yml").write_text(SLOW)
     return root
 

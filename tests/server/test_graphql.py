@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import shutil
 import socket
 import threading
 import time
@@ -17,14 +16,13 @@ from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
-import duckdb
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from graphql import build_client_schema, get_introspection_query, print_schema
 
-from semantic.demo.generate import generate
+from semantic.demo import create
 from semantic.meta import describe
 from semantic.query.query import make_query
 from server.graphql import LiveSchema, build_schema, graphql_router
@@ -61,14 +59,8 @@ metrics:
 
 
 def make_shop(root: Path, scale: int) -> Runtime:
-    shutil.copytree(DEMO, root)
+    create(root, scale=scale)
     (root / "models" / "graphql_tests.yml").write_text(TEST_MODELS)
-    (root / "data").mkdir()
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    try:
-        generate(con, scale=scale)
-    finally:
-        con.close()
     runtime = Runtime(root)
     runtime.project.build()
     return runtime

@@ -9,17 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pytest
 
 import semantic
-from semantic.demo.generate import generate
+from semantic.demo import create
 from semantic.query.query import TimeRange
 from server.sql import SemanticSQL
 
@@ -30,13 +28,7 @@ REFERENCE = Path("/work/shared/reference/bi-clients")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> semantic.Project:
     root = tmp_path_factory.mktemp("semantic_sql") / "shop"
-    shutil.copytree(DEMO, root)
-    (root / "data").mkdir()
-    con = duckdb.connect(str(root / "data" / "shop.duckdb"))
-    try:
-        generate(con, scale=2000)
-    finally:
-        con.close()
+    create(root, scale=2000)
     p = semantic.Project.load(root)
     p.build()
     yield p
