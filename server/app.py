@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from server import errors, rest
+from server import errors, explore, explorer, rest
 from server.errors import json_response
 from server.runtime import Runtime
 
@@ -28,7 +28,9 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0) -> F
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(rest.router())
+    app.include_router(explore.router())
     _mount_graphql(app, runtime)
+    app.include_router(explorer.router())
 
     @app.get("/healthz", summary="The process is up")
     def healthz() -> dict:

@@ -24,6 +24,8 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment
 
 from semantic.errors import QueryError
 from semantic.meta import describe
+from semantic.metrics.decompose import check_method, decompose_tree
+from semantic.metrics.explore import change_of
 from semantic.project.model import GRAINS
 from semantic.project.project import Answer, Project
 from semantic.query.query import make_query
@@ -41,7 +43,10 @@ Metrics are Float (Int for counts and `format: integer`): currency values are ex
 warehouse and IEEE doubles here, exact to 15 significant digits."""
 TREE_DOC = """A metric and every metric it is computed from, valued over `period` and `comparison` (default:
 the period of the same length just before). One metric query per period, without dimensions; `where`
-filters both. Values are Float."""
+filters both. Values are Float. `contribution` is each node's part of the root's change (see `method`)."""
+METHOD_DOC = ("How a node's change is split among its inputs: shapley (default), lmdi, sequential_volume_first, "
+              "sequential_rate_first, integrated_gradients, leave_one_out (not additive). Sums and differences "
+              "always split by direct differences.")
 META_DOC = "Views, dimensions, measures, metrics and the metric tree, and the `Row` field of each."
 
 
@@ -99,22 +104,27 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
         comparison: Annotated[t.PeriodInput | None, strawberry.argument(
             description="Default: the period of the same length just before `period`.")] = None,
         where: Annotated[where_type | None, strawberry.argument(description="Filters on dimensions.")] = None,
+        method: Annotated[str, strawberry.argument(description=METHOD_DOC)] = "shapley",
     ) -> t.MetricTree:
         tree = compiler.tree
         name = names.metrics[root_].metric if root_ in names.metrics else root_
         levels = _subtree(tree, name, names)
         now, before = _period(period), _period(comparison) if comparison else _previous(_period(period))
         filters = compile_where(where, names)
+        check_method(method)
 
         def values(p: t.Period) -> dict[str, Any]:
             table = run(metrics=list(levels), filters=filters, time_range={"start": p.start, "end": p.end}).table
             return {m: (table.column(i)[0].as_py() if table.num_rows else None) for i, m in enumerate(levels)}
 
         current, previous = values(now), values(before)
+        split = decompose_tree(tree, name, previous, current, method, project.model.metrics, levels)
         nodes = [_tree_node(tree.nodes[n], level, current[n], previous[n], names.metric_field(n),
-                            [_edge(e) for e in tree.children(n)]) for n, level in levels.items()]
+                            [_edge(e) for e in tree.children(n)], split.contributions[n], split.shares[n])
+                 for n, level in levels.items()]
         return t.MetricTree(root=name, period=now, comparison=before, nodes=nodes,
-                            edges=[e for node in nodes for e in node.children])
+                            edges=[e for node in nodes for e in node.children], method=method, exact=split.exact,
+                            residual=split.residual)
 
     def resolve_meta() -> t.Meta:
         return meta
@@ -254,14 +264,6 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _change(value: Any, base: Any) -> Any:
-    if value is None or base is None:
-        return None
-    if isinstance(value, float) or isinstance(base, float):
-        return float(value) - float(base)
-    return value - base  # Decimal and int stay exact
-
-
 def _subtree(tree, name: str, names: Catalog) -> dict[str, int]:
     """`name` and every metric it is computed from, breadth-first, with their distance from it."""
     tree.node(name)  # an unknown metric is a QueryError with a suggestion
@@ -280,14 +282,15 @@ def _subtree(tree, name: str, names: Catalog) -> dict[str, int]:
     return levels
 
 
-def _tree_node(node, level: int, value: Any, base: Any, field: str | None,
-               children: list[t.MetricTreeEdge]) -> t.MetricTreeNode:
-    change = _change(value, base)
+def _tree_node(node, level: int, value: Any, base: Any, field: str | None, children: list[t.MetricTreeEdge],
+               contribution: float | None = None, share: float | None = None) -> t.MetricTreeNode:
+    change = change_of(value, base)
     return t.MetricTreeNode(
         name=node.name, field=field, label=node.label, description=node.description, kind=node.kind,
         formula=node.formula, format=node.format, good=node.good, depth=node.depth, level=level,
         value=_float(value), comparison_value=_float(base), change=_float(change),
-        change_pct=_float(change / abs(base)) if change is not None and base else None, children=children)
+        change_pct=_float(change / abs(base)) if change is not None and base else None, children=children,
+        contribution=contribution, share=share)
 
 
 def _period(p: Any) -> t.Period:

@@ -153,6 +153,12 @@ class MetricTreeNode:
     change: float | None
     change_pct: float | None
     children: list[MetricTreeEdge]
+    contribution: float | None = strawberry.field(
+        default=None, description="This node's part of the root's change (the root's is its change); the leaves' "
+                                  "contributions sum to the root's change. Null below a node that is not split "
+                                  "(cumulative, conversion) or where a formula divides by zero.")
+    share: float | None = strawberry.field(
+        default=None, description="contribution / the root's change; null when the root did not change.")
 
 
 @strawberry.type(description="A metric and everything it is computed from, valued over two periods.")
@@ -162,6 +168,10 @@ class MetricTree:
     comparison: Period
     nodes: list[MetricTreeNode] = strawberry.field(description="The root first, then breadth-first.")
     edges: list[MetricTreeEdge]
+    method: str = strawberry.field(default="shapley", description="How each node's change was split.")
+    exact: bool = strawberry.field(default=True, description="The leaves' contributions sum to the root's change.")
+    residual: float | None = strawberry.field(
+        default=0.0, description="The root's change minus the leaves' contributions (0 when exact).")
 
 
 # ---------------------------------------------------------------- meta (mirrors semantic.meta.describe)
