@@ -149,4 +149,5 @@ class Project:
         return self.compile(query, use_rollups, **fields).explain()
 
     def close(self) -> None:
+        self.query_log.close()
         self.engine.close()

@@ -37,26 +37,37 @@ class QueryLog:
         self.limit = limit
         self._lines: int | None = None
         self._lock = threading.Lock()
+        self._file = None
         self.enabled = True
 
     def append(self, plan) -> None:
         if not self.enabled:
             return
-        line = orjson.dumps(entry(plan)) + b"\n"
+        line = getattr(plan, "_log_line", None)
+        if line is None:  # plans are cached, so each shape is serialized once, not once per query
+            line = orjson.dumps(entry(plan)) + b"\n"
+            plan._log_line = line
         with self._lock:
             try:
                 if self._lines is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._lines = self.path.read_bytes().count(b"\n") if self.path.exists() else 0
                 if self._lines >= self.limit:
+                    self.close()
                     keep = self.path.read_bytes().splitlines(keepends=True)[-(self.limit // 2):]
                     self.path.write_bytes(b"".join(keep))
                     self._lines = len(keep)
-                with self.path.open("ab") as f:
-                    f.write(line)
+                if self._file is None:
+                    self._file = self.path.open("ab", buffering=0)  # kept open: no open() per query
+                self._file.write(line)
                 self._lines += 1
             except OSError:
                 self.enabled = False  # a read-only project folder: answer queries, log nothing
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def entries(self) -> list[dict]:
         if not self.path.exists():
