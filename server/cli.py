@@ -180,6 +180,7 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     name = app_.state.runtime.project.model.settings.name
     pg_line = f"\n  Postgres postgresql://{host}:{pg_port}/{name}   (psql, BI tools, drivers)" if pg_port else ""
     out.print(f"Phloem is serving [bold]{name}[/bold]:\n"
+              f"  Explorer {base}/   (the metric tree: values, changes and what drove them)\n"
               f"  REST     {base}/api/v1/meta   (POST /api/v1/query, /api/v1/explain, /api/v1/sql)\n"
               f"  OpenAPI  {base}/docs\n"
               f"  GraphQL  {base}/graphql{pg_line}", highlight=False)
