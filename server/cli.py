@@ -159,16 +159,18 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
                                                help="PostgreSQL wire protocol port (0: off).")] = 15432) -> None:
     """Serve a project over REST, GraphQL, semantic SQL and the PostgreSQL wire protocol (no argument: the demo shop).
 
-    The PostgreSQL door lets anyone on loopback in without a password unless PHLOEM_PG_USERS="user:password,…"
-    is set (SCRAM-SHA-256 then); PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS, PHLOEM_PG_TRUST
-    (none|loopback|all) says who needs no password.
+    The PostgreSQL door asks for a password: set PHLOEM_PG_USERS="user:password,…" (SCRAM-SHA-256); without it
+    every login to a project is refused. Only the built-in demo (no PROJECT) lets loopback clients in without a
+    password when no users are set. PHLOEM_PG_TRUST (none|loopback|all) says who needs no password, overriding
+    both; PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS.
     """
     import uvicorn
 
     from server.app import create_app
 
     with user_errors():
-        if project is None:
+        demo = project is None
+        if demo:
             project = DEMO_DIR
             if not (project / "phloem.yml").exists():
                 err.print(f"first run: building the demo shop in ./{project}")
@@ -190,15 +192,16 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
         return
     import asyncio
 
-    asyncio.run(_serve_with_pg(uvicorn.Server(config), app_.state.runtime, host, pg_port))
+    asyncio.run(_serve_with_pg(uvicorn.Server(config), app_.state.runtime, host, pg_port, demo=demo))
 
 
-async def _serve_with_pg(http, runtime, host: str, pg_port: int) -> None:
-    """uvicorn and the PostgreSQL wire protocol server on one event loop, over one Runtime."""
+async def _serve_with_pg(http, runtime, host: str, pg_port: int, demo: bool = False) -> None:
+    """uvicorn and the PostgreSQL wire protocol server on one event loop, over one Runtime (`demo`: the
+    built-in demo, where loopback clients need no password unless PHLOEM_PG_USERS is set)."""
     from server.pgwire import PgConfig, PgServer
 
     try:
-        pg = PgServer(runtime, PgConfig.from_env(host=host, port=pg_port))
+        pg = PgServer(runtime, PgConfig.from_env(demo=demo, host=host, port=pg_port))
     except (ValueError, OSError) as e:  # PHLOEM_PG_* settings: a bad user list, trust value, certificate or key
         err.print(f"[red]error:[/red] the PostgreSQL door is misconfigured: {escape(str(e))}", highlight=False)
         raise typer.Exit(1) from None

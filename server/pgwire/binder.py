@@ -83,7 +83,7 @@ _RETURNS: dict[str, int] = {
     "transaction_timestamp": T.TIMESTAMPTZ, "clock_timestamp": T.TIMESTAMPTZ,
     "pg_postmaster_start_time": T.TIMESTAMPTZ, "current_date": T.DATE, "current_time": 1266,
     "inet_server_port": T.INT4, "inet_server_addr": 869, "inet_client_addr": 869, "random": T.FLOAT8,
-    "pg_sleep": 2278, "stddev": T.FLOAT8, "variance": T.FLOAT8, "extract": T.NUMERIC, "date_part": T.FLOAT8,
+    "pg_sleep": 2278, "pg_advisory_unlock_all": 2278, "stddev": T.FLOAT8, "variance": T.FLOAT8, "extract": T.NUMERIC, "date_part": T.FLOAT8,
     "pg_get_keywords": T.RECORD, "array_contains": T.BOOL, "regexp_matches": T.TEXT_ARRAY,
     "pg_tablespace_location": T.TEXT, "pg_encoding_max_length": T.INT4, "getdatabaseencoding": T.NAME,
     "pg_client_encoding": T.NAME, "obj_description_legacy": T.TEXT, "percentile_cont": T.FLOAT8,

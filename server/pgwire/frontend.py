@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import decimal
+import heapq
 import itertools
+import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -179,15 +182,72 @@ def _interruptible_engine(engine) -> None:
     engine._pgwire_interruptible = True
 
 
+class _Watchdog:
+    """One thread for every statement's time limit: `schedule(seconds, callback)` calls `callback` then unless
+    `cancel`led first. (A threading.Timer per statement started a thread per query, ~15% of a `SELECT 1`.)"""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []  # (deadline, key); cancelled keys are dropped lazily
+        self._live: dict[int, Callable[[], None]] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, seconds: float, callback: Callable[[], None]) -> int:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pgwire-watchdog", daemon=True)
+                self._thread.start()
+            key = next(self._keys)
+            self._live[key] = callback
+            heapq.heappush(self._heap, (time.monotonic() + seconds, key))
+            if len(self._heap) > 2 * len(self._live) + 64:  # mostly cancelled entries: compact
+                self._heap = [entry for entry in self._heap if entry[1] in self._live]
+                heapq.heapify(self._heap)
+            if self._heap[0][1] == key:  # the earliest deadline now: wake the thread to wait less
+                self._cond.notify()
+            return key
+
+    def cancel(self, key: int) -> None:
+        with self._cond:
+            self._live.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, key = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                callback = self._live.pop(key)
+                self._cond.release()
+                try:
+                    callback()
+                except Exception:  # an interrupt of a connection that just closed
+                    logging.getLogger("phloem.pgwire").debug("statement timeout callback failed", exc_info=True)
+                finally:
+                    self._cond.acquire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None) -> pa.Table:
     """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds."""
-    timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
     session._interrupt = cursor.interrupt
+    watch = None
     try:
         if session._cancelled.is_set():
             raise QueryCanceled("canceling statement due to user request")
-        if timer:
-            timer.start()
+        if timeout:
+            watch = _WATCHDOG.schedule(timeout, cursor.interrupt)
         return cursor.sql(sql).to_arrow_table()
     except duckdb.InterruptException:
         if session._cancelled.is_set():
@@ -195,8 +255,8 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
         raise QueryTimeout(f"canceling statement due to statement timeout ({timeout:g} s)") from None
     finally:
         session._interrupt = None
-        if timer:
-            timer.cancel()
+        if watch is not None:
+            _WATCHDOG.cancel(watch)
 
 
 class _Version:
@@ -280,14 +340,16 @@ class Frontend:
 
     # -------------------------------------------------------------- execute
 
-    def execute(self, session: Session, sql: str, params: Sequence | None = None) -> list[Result]:
-        """Run every statement of `sql` (several only in the simple protocol); [] for an empty query string."""
+    def execute(self, session: Session, sql: str, params: Sequence | None = None,
+                param_oids: Sequence[int] = ()) -> list[Result]:
+        """Run every statement of `sql` (several only in the simple protocol); [] for an empty query string.
+        `param_oids`: the parameters' types as the client declared them (0: infer), which type `SELECT $1`."""
         results: list[Result] = []
         with session.lock:
             session._cancelled.clear()
             for text, tokens in C.split(sql):
                 try:
-                    results.append(self._statement(session, text, tokens, list(params or [])))
+                    results.append(self._statement(session, text, tokens, list(params or []), param_oids))
                 except PhloemError as e:
                     if not hasattr(e, "sqlstate"):
                         e.sqlstate = "57014" if isinstance(e, QueryTimeout) else _sqlstate(e)
@@ -304,7 +366,8 @@ class Frontend:
         if interrupt is not None:
             interrupt()
 
-    def _statement(self, session: Session, text: str, tokens: list[C.Token], params: list) -> Result:
+    def _statement(self, session: Session, text: str, tokens: list[C.Token], params: list,
+                   param_oids: Sequence[int] = ()) -> Result:
         first = tokens[0].text.upper()
         second = tokens[1].text.upper() if len(tokens) > 1 else ""
         if session.status == "E" and first not in ("COMMIT", "END", "ROLLBACK", "ABORT"):
@@ -352,10 +415,12 @@ class Frontend:
         if first == "EXPLAIN":
             return self._explain(session, text, tokens, params)
         if first in _QUERY_STARTS:
-            return self._query(session, text, params)
+            return self._query(session, text, params, param_oids)
         if first in _WRITES:
             raise error(f"cannot execute {first} in a read-only transaction", READ_ONLY,
                         "the PostgreSQL door of Phloem only reads: SELECT from the views and `metrics`")
+        if first not in _COMMANDS:  # not a PostgreSQL statement at all (a typo): what PostgreSQL's parser says
+            raise error(f'syntax error at or near "{tokens[0].text}"', "42601")
         raise error(f"{first} is not supported", "0A000",
                     "send SELECT statements (protocol-level prepared statements and cursors work)")
 
@@ -407,10 +472,11 @@ class Frontend:
 
     # -------------------------------------------------------------- queries
 
-    def _query(self, session: Session, text: str, params: list) -> Result:
+    def _query(self, session: Session, text: str, params: list, param_oids: Sequence[int] = ()) -> Result:
         statement = _parse(text)
         version = self.version()
-        route, binder = self._route(session, version, statement, [0] * len(params))
+        declared = [(param_oids[i] if i < len(param_oids) else 0) for i in range(len(params))]
+        route, binder = self._route(session, version, statement, declared)
         count = max(len(params), _max_param_in(statement))
         if count > len(params):
             raise error(f"bind message supplies {len(params)} parameters, but the statement requires {count}",
@@ -470,9 +536,14 @@ class Frontend:
     def _catalog_query(self, session: Session, version: _Version, statement: exp.Expression, binder: Binder,
                        values: list, types: list[int]) -> Result:
         _bind_params(statement, values, types)
-        sql = Translator(version.catalog, session.context()).sql(statement)
-        table = self._run_catalog(session, version.catalog, sql)
+        translator = Translator(version.catalog, session.context())
+        translated = translator.translate(statement)
         outputs = binder.outputs
+        row = _constant_row(translated, outputs)
+        if row is not None:  # SELECT 1, SELECT $1::int, SELECT version(): no round trip to DuckDB
+            table = pa.Table.from_arrays([pa.array([v]) for v in row], names=[f"c{i}" for i in range(len(row))])
+        else:
+            table = self._run_catalog(session, version.catalog, translator.generate(translated))
         columns = [_column(n, T.oid_of(t)) for n, t in outputs]
         arrays = []
         for i, (_, t) in enumerate(outputs):
@@ -578,6 +649,10 @@ _QUERY_STARTS = {"SELECT", "WITH", "VALUES", "TABLE", "("}
 _WRITES = {"INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "CREATE", "DROP", "ALTER", "TRUNCATE", "GRANT", "REVOKE",
            "COMMENT", "VACUUM", "ANALYZE", "REINDEX", "CLUSTER", "LOCK", "CALL", "DO", "REFRESH", "SECURITY",
            "IMPORT", "REASSIGN", "CHECKPOINT"}
+# the other words PostgreSQL 15 starts a statement with (gram.y); any other first word is a syntax error
+_COMMANDS = _TRANSACTION | _QUERY_STARTS | _WRITES | {
+    "SET", "RESET", "SHOW", "DISCARD", "DEALLOCATE", "LISTEN", "UNLISTEN", "NOTIFY", "DECLARE", "FETCH", "MOVE",
+    "CLOSE", "EXPLAIN", "COPY", "PREPARE", "EXECUTE", "LOAD"}
 
 
 def _column(name: str, oid: int, typmod: int = -1) -> Column:
@@ -695,6 +770,49 @@ def _bind_params(statement: exp.Expression, values: list, types: list[int]) -> N
         node = _literal(values[n - 1], types[n - 1])
         node.meta["pgtype"] = types[n - 1]
         p.replace(node)
+
+
+_NOT_CONSTANT = object()
+_INT_LIMITS = {T.INT2: 2**15, T.INT4: 2**31, T.INT8: 2**63}
+
+
+def _constant_row(translated: exp.Expression, outputs: list) -> list | None:
+    """The one row of a translated SELECT of plain constants whose values are already those of their output
+    types (integers in range, text without escapes, booleans, NULL), computed without DuckDB; else None
+    (anything else, `1.5`, `'x'::varchar(1)`, an out-of-range cast, runs on DuckDB as before)."""
+    if not isinstance(translated, exp.Select) or len(translated.expressions) != len(outputs) or not outputs:
+        return None
+    if any(value for key, value in translated.args.items() if key != "expressions"):
+        return None  # FROM, WHERE, DISTINCT, LIMIT …
+    row = []
+    for item, (_, t) in zip(translated.expressions, outputs, strict=True):
+        value = _constant(item.this if isinstance(item, exp.Alias) else item, t)
+        if value is _NOT_CONSTANT:
+            return None
+        row.append(value)
+    return row
+
+
+def _constant(e: exp.Expression, t: int):
+    if isinstance(e, exp.Cast):  # the binder typed the output as the cast's target: `t`
+        e = e.this
+    if isinstance(e, exp.Null):
+        return None
+    if isinstance(e, exp.Boolean):
+        return e.this if t == T.BOOL else _NOT_CONSTANT
+    if isinstance(e, exp.Literal) and e.is_string:
+        text = e.this
+        if "\\" in text or t not in (T.TEXT, T.NAME) or (t == T.NAME and len(text.encode()) >= 64):
+            return _NOT_CONSTANT
+        return text
+    negative = isinstance(e, exp.Neg)
+    if negative:
+        e = e.this
+    if isinstance(e, exp.Literal) and not e.is_string and t in _INT_LIMITS and re.fullmatch(r"[0-9]+", str(e.this)):
+        value = -int(e.this) if negative else int(e.this)
+        if -_INT_LIMITS[t] <= value < _INT_LIMITS[t]:
+            return value
+    return _NOT_CONSTANT
 
 
 def _as_type(column: pa.ChunkedArray, t) -> pa.ChunkedArray | pa.Array:

@@ -57,6 +57,8 @@ REPORTED = {
     "IntervalStyle": "postgres", "application_name": "", "is_superuser": "off",
     "default_transaction_read_only": "off", "in_hot_standby": "off",
 }
+NO_USERS_HINT = ("set PHLOEM_PG_USERS=user:password, or PHLOEM_PG_TRUST=loopback to allow passwordless local "
+                 "connections")
 _REPORTED_LOWER = {k.lower(): k for k in REPORTED}
 # what this server speaks, whatever a client asks for (pgjdbc refuses anything but UTF8 and these two 'on')
 FIXED = {"client_encoding": "UTF8", "server_encoding": "UTF8", "integer_datetimes": "on",
@@ -70,7 +72,7 @@ class PgConfig:
     host: str = "127.0.0.1"
     port: int = 15432  # 0: any free port (see PgServer.port)
     users: dict[str, Verifier] | None = None  # SCRAM verifiers by user name; None: none configured
-    trust: str = "loopback"  # who may connect without a password: none | loopback | all
+    trust: str = "none"  # who may connect without a password: none | loopback | all
     ssl_cert: str | None = None  # PEM certificate chain and key: TLS on SSLRequest, else 'N'
     ssl_key: str | None = None
     require_tls: bool = False  # refuse connections that did not negotiate TLS
@@ -80,12 +82,12 @@ class PgConfig:
     startup_timeout: float = 30.0  # seconds from accept to ReadyForQuery
 
     @classmethod
-    def from_env(cls, environ=os.environ, **overrides) -> PgConfig:
-        """PHLOEM_PG_USERS / PHLOEM_PG_USERS_FILE (users), PHLOEM_PG_TRUST (none|loopback|all; default
-        loopback without users, none with), PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY, PHLOEM_PG_SSL_REQUIRE=1,
-        PHLOEM_PG_MAX_CONNECTIONS."""
+    def from_env(cls, environ=os.environ, *, demo: bool = False, **overrides) -> PgConfig:
+        """PHLOEM_PG_USERS / PHLOEM_PG_USERS_FILE (users), PHLOEM_PG_TRUST (none|loopback|all; default none,
+        except loopback for the built-in demo (`demo`) when no users are set), PHLOEM_PG_SSL_CERT /
+        PHLOEM_PG_SSL_KEY, PHLOEM_PG_SSL_REQUIRE=1, PHLOEM_PG_MAX_CONNECTIONS."""
         users = users_from_env(environ)
-        trust = environ.get("PHLOEM_PG_TRUST") or ("none" if users else "loopback")
+        trust = environ.get("PHLOEM_PG_TRUST") or ("loopback" if demo and users is None else "none")
         if trust not in ("none", "loopback", "all"):
             raise ValueError(f"PHLOEM_PG_TRUST must be none, loopback or all, not {trust!r}")
         values = dict(users=users, trust=trust, ssl_cert=environ.get("PHLOEM_PG_SSL_CERT") or None,
@@ -357,7 +359,7 @@ class Connection:
             await self.scram(user, config.users.get(user))
         else:
             raise PgError("28000", f'no password is configured for user "{user}" from host "{self.peer}"',
-                          hint="set PHLOEM_PG_USERS=user:password (SCRAM) or PHLOEM_PG_TRUST", fatal=True)
+                          hint=NO_USERS_HINT, fatal=True)
         self.out += m.AUTH_OK
         options = self.options(params)
         try:
@@ -752,7 +754,8 @@ class Connection:
             if statement.command is not None:
                 result = await self.cursor_command(statement.command, portal.params, statement.sql)
             else:
-                results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params)
+                results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params,
+                                          statement.parameter_oids(len(portal.params)))
                 self.after_commands(results, keep=portal)
                 if len(results) > 1:
                     raise PgError("42601", "cannot insert multiple commands into a prepared statement")

@@ -107,6 +107,38 @@ def test_the_door_is_read_only(frontend, session):
         assert fails(frontend, session, sql).sqlstate == "0A000", sql
 
 
+def test_constant_selects_answer_without_duckdb(frontend, session, monkeypatch):
+    """SELECT 1, SELECT $1::int, SELECT version() … are answered from the statement itself; anything a
+    constant's PostgreSQL type could change (1.5, 'x'::varchar(1), out of range) still runs on DuckDB."""
+    ran = []
+    original = Frontend._run_catalog
+    monkeypatch.setattr(Frontend, "_run_catalog", lambda self, *a: ran.append(a[-1]) or original(self, *a))
+    cases = [("SELECT 1", [], [("?column?", T.INT4, 1)]),
+             ("SELECT -5 AS x, 'it''s', true, NULL::int8", [],
+              [("x", T.INT4, -5), ("?column?", T.TEXT, "it's"), ("?column?", T.BOOL, True), ("int8", T.INT8, None)]),
+             ("SELECT $1::int", ["7"], [("int4", T.INT4, 7)]),
+             ("SELECT 99999999999", [], [("?column?", T.INT8, 99999999999)])]
+    for sql, params, expected in cases:
+        result = frontend.execute(session, sql, params)[0]
+        assert [(c.name, c.type_oid) for c in result.columns] == [(n, t) for n, t, _ in expected], sql
+        assert [result.table.column(i)[0].as_py() for i in range(len(expected))] == [v for _, _, v in expected]
+    version = frontend.execute(session, "SELECT version()")[0]
+    assert [(c.name, c.type_oid) for c in version.columns] == [("version", T.TEXT)]
+    assert version.table.column(0)[0].as_py().startswith("PostgreSQL 15")
+    assert ran == []
+    for sql in ("SELECT 1.5", "SELECT 'abc'::varchar(2)", "SELECT 1 FROM pg_class LIMIT 1", "SELECT 1 WHERE false"):
+        frontend.execute(session, sql)
+    assert len(ran) == 4
+    e = fails(frontend, session, "SELECT 2147483648::int")  # an error, as before, not a wrong int4
+    assert e.sqlstate.startswith("22")
+
+
+def test_a_misspelt_statement_is_a_syntax_error(frontend, session):
+    for sql in ("SELEC 1", "SLECT * FROM orders", "FOO"):
+        e = fails(frontend, session, sql)
+        assert e.sqlstate == "42601" and "syntax error" in str(e), sql
+
+
 # ------------------------------------------------------------------ settings
 
 
@@ -229,6 +261,28 @@ def test_catalog_queries_stop_at_the_time_limit(runtime):
         assert slow.execute(session, "SELECT 1")[0].tag == "SELECT 1"
     finally:
         runtime.timeout = timeout
+
+
+def test_one_watchdog_thread_keeps_every_time_limit():
+    import threading
+    import time
+
+    from server.pgwire.frontend import _Watchdog
+
+    dog, fired = _Watchdog(), []
+    late = dog.schedule(0.4, lambda: fired.append("late"))
+    early = dog.schedule(0.05, lambda: fired.append("early"))  # an earlier deadline wakes the thread
+    dropped = [dog.schedule(0.1, lambda: fired.append("cancelled")) for _ in range(500)]
+    for key in dropped:
+        dog.cancel(key)
+    dog.cancel(dog.schedule(0.1, lambda: fired.append("cancelled")))
+    assert len(dog._heap) < 100  # cancelled entries do not pile up (a statement schedules, then cancels)
+    time.sleep(0.2)
+    assert fired == ["early"]
+    dog.cancel(early)  # after it fired: nothing happens
+    time.sleep(0.35)
+    assert fired == ["early", "late"] and late not in dog._live
+    assert sum(t.name == "pgwire-watchdog" for t in threading.enumerate() if t is dog._thread) == 1
 
 
 SLOW = """

@@ -123,6 +123,39 @@ def test_psycopg_binary_safe_bytea_parameter(pg, placeholder):
         assert conn.execute(f"SELECT {placeholder}::bytea", (b"\x00\xff\x80",)).fetchone() == (b"\x00\xff\x80",)
 
 
+@pytest.mark.parametrize("placeholder", ["%t", "%b"])
+def test_psycopg_a_bare_parameter_comes_back_typed_as_sent(pg, placeholder):
+    """`SELECT $1` takes the type the client declared for $1 (psycopg: int2, int4 or int8 by value), as
+    PostgreSQL does."""
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for value, oid in ((1, 21), (2**20, 23), (2**40, 20)):
+            cur = conn.execute(f"SELECT {placeholder}", (value,))
+            assert [d.type_code for d in cur.description] == [oid] and cur.fetchone() == (value,)
+
+
+def test_a_misspelt_statement_is_a_syntax_error(pg):
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        for sql, params in (("SELEC 1", None), ("SELEC %s", (1,))):
+            with pytest.raises(psycopg.errors.SyntaxError):
+                conn.execute(sql, params)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection goes on
+
+
+def test_asyncpg_typed_parameters_type_the_result(pg):
+    async def go():
+        conn = await asyncpg.connect(host="127.0.0.1", port=pg.port, user="phloem", database="shop")
+        try:
+            int4 = await conn.prepare("SELECT $1::int")
+            int8 = await conn.prepare("SELECT $1::int8")
+            assert [a.type.oid for a in int4.get_attributes()] == [23]
+            assert [a.type.oid for a in int8.get_attributes()] == [20]
+            assert await int4.fetchval(5) == 5 and await int8.fetchval(2**40) == 2**40
+        finally:
+            await conn.close()
+
+    run(go())
+
+
 def test_psycopg_untyped_string_parameters_filter_semantic_queries(pg, wire_runtime):
     """A Python str goes out with type OID 0: it must still match (not become NULL, not a date)."""
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
@@ -382,8 +415,10 @@ def test_many_clients_at_once(pg, wire_runtime):
     assert failures == []
 
 
-@pytest.mark.xfail(reason="frontend: asyncpg's pool reset runs pg_advisory_unlock_all(), not served yet", strict=False)
 def test_asyncpg_pool_release_resets_the_connection(pg):
+    """Releasing a pooled connection sends asyncpg's reset query (pg_advisory_unlock_all(), CLOSE ALL,
+    UNLISTEN *, RESET ALL), as one simple-protocol Query."""
+
     async def go():
         pool = await asyncpg.create_pool(host="127.0.0.1", port=pg.port, user="phloem", database="shop",
                                          min_size=1, max_size=1)
@@ -391,6 +426,13 @@ def test_asyncpg_pool_release_resets_the_connection(pg):
             for _ in range(2):
                 async with pool.acquire() as conn:
                     assert await conn.fetchval("SELECT 1") == 1
+                    await conn.execute("SET application_name = 'pooled'")
+            async with pool.acquire() as conn:  # the reset ran: RESET ALL put the setting back
+                assert await conn.fetchval("SHOW application_name") == ""
+                record = await conn.fetchrow("SELECT pg_advisory_unlock_all()")
+                assert list(record.keys()) == ["pg_advisory_unlock_all"] and record[0] is None  # void
+                assert await conn.execute("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;") \
+                    == "RESET"
         finally:
             await pool.close()
 

@@ -382,7 +382,12 @@ def test_users_and_trust_from_the_environment(tmp_path):
     assert all(str(v).startswith("SCRAM-SHA-256$4096:") for v in config.users.values())  # no plain text kept
     assert str(config.users["bob"]) == stored
     default = PgConfig.from_env({})
-    assert default.users is None and default.trust == "loopback" and default.ssl_context() is None
+    assert default.users is None and default.trust == "none" and default.ssl_context() is None
+    assert PgConfig().trust == "none"
+    assert PgConfig.from_env({}, demo=True).trust == "loopback"  # only the built-in demo trusts loopback
+    assert PgConfig.from_env({"PHLOEM_PG_USERS": "alice:a-secret"}, demo=True).trust == "none"
+    assert PgConfig.from_env({"PHLOEM_PG_TRUST": "loopback"}).trust == "loopback"  # the override
+    assert PgConfig.from_env({"PHLOEM_PG_TRUST": "none"}, demo=True).trust == "none"
     with pytest.raises(ValueError):
         PgConfig.from_env({"PHLOEM_PG_TRUST": "maybe"})
     printed = subprocess.run([sys.executable, "-m", "server.pgwire.auth", "dave", "pw"], capture_output=True,
@@ -395,4 +400,5 @@ def test_without_users_or_trust_nobody_gets_in(wire_runtime):
     with ServerThread(PgServer(wire_runtime, PgConfig(port=0, users=None, trust="none"))) as handle:
         with Raw(handle.port) as c:
             err = errors(c.startup())[0]
-            assert (err["S"], err["C"]) == ("FATAL", "28000") and "PHLOEM_PG_USERS" in err["H"]
+            assert (err["S"], err["C"]) == ("FATAL", "28000") and "PHLOEM_PG_USERS=user:password" in err["H"]
+            assert "PHLOEM_PG_TRUST=loopback" in err["H"]
