@@ -1,4 +1,4 @@
-"""The BI client reference pack (/work/shared/reference/bi-clients): its statements, parsed, and the demo
+"""The BI client reference pack (tests/data/bi_clients, copied from shared/reference/bi-clients with its NOTICE): its statements, parsed, and the demo
 substitution that replays them on Phloem's demo shop.
 
 The `.sql` files hold statements captured from psql 15, pgjdbc 42.5.5, SQLAlchemy 2.1, Superset 6.1.0 and
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REFERENCE = Path(os.environ.get("PHLOEM_BI_REFERENCE", "/work/shared/reference/bi-clients"))
+REFERENCE = Path(os.environ.get("PHLOEM_BI_REFERENCE", Path(__file__).resolve().parents[1] / "data" / "bi_clients"))
 FILES = ["psql-15.sql", "pgjdbc-42.5.5.sql", "sqlalchemy-2.1.sql", "superset-6.1.0.sql", "evidence-postgres.sql"]
 CAPTURED_OID = "16386"  # OID of the captured `public.orders`
 

@@ -4,13 +4,10 @@ keys, and the functions and casts clients call on them. Statements are the clien
 from __future__ import annotations
 
 import pytest
-from bi_reference import REFERENCE, statements, substitute
+from bi_reference import statements, substitute
 
 from semantic.errors import QueryError
 from server.pgwire import pgtypes as T
-
-if not REFERENCE.is_dir():  # pragma: no cover
-    pytest.skip(f"the BI client reference pack is not at {REFERENCE}", allow_module_level=True)
 
 PSQL = {s.n: s.sql for s in statements("psql-15.sql")}
 JDBC = {s.n: s.sql for s in statements("pgjdbc-42.5.5.sql")}

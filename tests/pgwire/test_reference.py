@@ -16,16 +16,13 @@ import json
 from pathlib import Path
 
 import pytest
-from bi_reference import FILES, REFERENCE, all_statements, statements, substitute, substitute_params
+from bi_reference import FILES, all_statements, statements, substitute, substitute_params
 
 from semantic.errors import QueryTimeout
 from server.pgwire import pgtypes as T
 
 ORACLE = json.loads((Path(__file__).parent / "oracle.json").read_text())
 CANCEL = "pgjdbc-42.5.5#22"  # the cancel test's query (DuckDB counts it in half a second: see test_cancel_*)
-
-if not REFERENCE.is_dir():  # pragma: no cover
-    pytest.skip(f"the BI client reference pack is not at {REFERENCE}", allow_module_level=True)
 
 STATEMENTS = all_statements()
 
