@@ -41,7 +41,8 @@ class Runtime:
             model = load_project(self.root)  # a ModelError leaves the running version in place
             if model.version == self.project.model.version:
                 return False
-            self.project = Project(model, engine=self.project.engine)
+            old, self.project = self.project, Project(model, engine=self.project.engine)
+            old.query_log.close()  # the engine is shared and stays open; only the old log file is released
         for listener in self._listeners:
             listener(self.project)
         return True

@@ -11,17 +11,10 @@ import sqlglot
 from sqlglot import exp
 
 from semantic.project.model import Activity, Stream
+from semantic.sqltree import col, ident  # noqa: F401  (re-exported: dataset and build code import them from here)
 
 PREV = "_previous_at"  # ts of the entity's previous occurrence: makes first_after a plain equi-join
 JSON_OBJECT = {"postgres": "JSON_BUILD_OBJECT"}  # PostgreSQL 15 has no JSON_OBJECT(k, v, ...)
-
-
-def ident(name: str) -> exp.Identifier:
-    return exp.to_identifier(name, quoted=True)
-
-
-def col(name: str, table: str | None = None) -> exp.Column:
-    return exp.Column(this=ident(name), table=ident(table) if table else None)
 
 
 def table_name(stream: Stream, activity: Activity) -> str:

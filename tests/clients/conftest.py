@@ -22,7 +22,6 @@ from semantic.demo import create
 from server.pgwire import PgConfig, PgServer, ServerThread
 from server.runtime import Runtime
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
 USER = "analyst"
 PASSWORD = "c1ient pässword"  # a space and non-ASCII on purpose: every client SASLpreps it
 

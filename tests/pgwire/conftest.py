@@ -15,8 +15,6 @@ import pytest
 from semantic.demo import create
 from server.runtime import Runtime
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
-
 
 def _demo(root: Path) -> Path:
     create(root, scale=2000)

@@ -22,7 +22,6 @@ from semantic.demo import create
 from server.pgwire import PgConfig, PgServer, ServerThread
 from server.runtime import Runtime
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
 PASSWORD = "s3cret pässword"  # non-ASCII on purpose: SASLprep
 
 # a real, deliberately slow view (20 billion rows): a query long enough to cancel

@@ -13,9 +13,6 @@ import uvicorn
 
 from semantic.demo import create
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
-
-
 # a real, deliberately slow view (20 billion rows): proves queries past the time limit are cancelled
 SLOW = """
 views:

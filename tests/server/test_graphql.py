@@ -30,8 +30,6 @@ from server.graphql.names import camel, catalog
 from server.graphql.where import compile_where
 from server.runtime import Runtime
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
-
 TEST_MODELS = """
 views:
   - name: order_values

@@ -21,7 +21,6 @@ from semantic.demo import create
 from semantic.query.query import TimeRange
 from server.sql import SemanticSQL
 
-DEMO = Path(__file__).resolve().parents[2] / "semantic" / "demo" / "project"
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "bi_clients"  # copied with its NOTICE.md
 
 
