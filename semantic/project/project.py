@@ -145,6 +145,21 @@ class Project:
                 self.results[key] = table
         return Answer(table, compiled, cached=False)
 
+    def cached_answer(self, query: Query) -> Answer | None:
+        """The answer if planning and running it would both be cache hits, else None: it never plans, builds or
+        touches the warehouse, so an event loop may call it (the PostgreSQL door answers repeats inline)."""
+        if not self._catalog_loaded:
+            return None
+        compiled = self.compiler.cached(query)
+        if compiled is None:
+            return None
+        with self._lock:
+            hit = self.results.get((self.model.version, self.generation, compiled.sql))
+        if hit is None:
+            return None
+        self.query_log.append(compiled.plan)
+        return Answer(hit, compiled, cached=True)
+
     def explain(self, query: Query | None = None, use_rollups: bool = True, **fields) -> str:
         return self.compile(query, use_rollups, **fields).explain()
 

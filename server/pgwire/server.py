@@ -45,10 +45,12 @@ from server.pgwire.types import WireValueError, decode_param, encode_rows, type_
 
 log = logging.getLogger("phloem.pgwire")
 
+_I32 = struct.Struct("!i")
 SERVER_VERSION = "15.6 (Phloem)"
 STARTUP_LIMIT = 10_000  # bytes, as PostgreSQL
 AUTH_LIMIT = 65_535  # bytes of a SASL message: an unauthenticated client cannot make the server hold more
-SMALL_RESULT = 64  # rows encoded on the event loop; larger results are encoded in worker threads
+SMALL_RESULT = 4096  # values encoded on the event loop (~1 ms at most); larger results in worker threads
+SENT = 64  # encodings of recently sent small results and row descriptions kept per connection
 BATCH_ROWS = 32_768  # rows per encoded chunk when streaming a large result
 # parameters PostgreSQL reports with ParameterStatus (GUC_REPORT), and their values here
 REPORTED = {
@@ -214,6 +216,7 @@ class Connection:
         self.running = False  # a query is in a worker thread (cancel reaches it)
         self.streaming = False  # a large result is being sent (cancel stops it)
         self.canceled = False  # a CancelRequest arrived for the running statement
+        self.sent: dict[tuple, tuple[object, bytes]] = {}  # see remember()
         peer = writer.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "local"
 
@@ -265,7 +268,8 @@ class Connection:
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
-        await self.writer.drain()
+        if self.writer.transport.get_write_buffer_size():  # the kernel took it all: nothing to wait for
+            await self.writer.drain()
 
     # ----------------------------------------------------------------------------------------------- startup
 
@@ -454,10 +458,28 @@ class Connection:
         return kind, Body(await self.reader.readexactly(length - 4))
 
     async def serve(self) -> None:
+        """Read messages and answer them. Every message already received is parsed from one buffer, so a
+        pipelined Parse/Bind/Describe/Execute/Sync costs one read, not two awaits per message."""
         handlers = {b"Q": self.on_query, b"P": self.on_parse, b"B": self.on_bind, b"D": self.on_describe,
                     b"E": self.on_execute, b"C": self.on_close, b"H": self.on_flush, b"S": self.on_sync}
+        limit = self.server.config.max_message_size
+        data, pos = b"", 0
         while True:  # replies are flushed at ReadyForQuery, at Flush, and when the buffer fills
-            kind, body = await self.read_message()
+            avail = len(data) - pos
+            if avail < 5:
+                chunk = await self.reader.read(1 << 16)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(data[pos:], None)
+                data, pos = data[pos:] + chunk, 0
+                continue
+            (length,) = _I32.unpack_from(data, pos + 1)
+            if length < 4 or length > limit:
+                raise ProtocolViolation(f"invalid message length {length}")
+            if avail < length + 1:  # the rest of a long message, read exactly: no quadratic re-buffering
+                data, pos = data[pos:] + await self.reader.readexactly(length + 1 - avail), 0
+            kind = data[pos:pos + 1]
+            body = Body(data[pos + 5:pos + 1 + length])
+            pos += 1 + length
             if kind == b"X":
                 return
             if self.ignore_till_sync and kind != b"S":
@@ -496,6 +518,9 @@ class Connection:
 
     def status(self) -> str:
         session = self.session
+        value = getattr(session, "status", None)
+        if value == "I" or value == "T" or value == "E":  # the frontend's Session: one attribute read per message
+            return value
         for name in ("transaction_status", "status", "tx_status"):
             value = getattr(session, name, None)
             if isinstance(value, str) and value in ("I", "T", "E"):
@@ -555,6 +580,11 @@ class Connection:
         self.canceled = True
         await asyncio.get_running_loop().run_in_executor(None, self.frontend.cancel, self.session)
 
+    def answer_now(self, sql: str, params, oids):
+        """The frontend's answer without a worker thread when it has one at hand (a repeat), else None."""
+        answer_now = getattr(self.frontend, "answer_now", None)
+        return answer_now(self.session, sql, params, oids) if answer_now is not None else None
+
     async def work(self, fn, *args):
         """Run a statement's blocking work in the pool, reachable by CancelRequest."""
         self.running = True
@@ -581,7 +611,9 @@ class Connection:
                     results = [await self.cursor_command(command, [], sql)]
                 else:
                     try:
-                        results = await self.work(self.frontend.execute, self.session, sql, None)
+                        results = self.answer_now(sql, None, ())
+                        if results is None:
+                            results = await self.work(self.frontend.execute, self.session, sql, None)
                     except Exception as e:  # the statements before the failing one still answer
                         for result in getattr(e, "results", None) or []:
                             await self.send_result(result)
@@ -608,16 +640,37 @@ class Connection:
         columns = result.columns
         if columns is not None:
             formats = formats or [0] * len(columns)
-            self.out += m.row_description(described(columns), formats)
+            self.out += self.row_description(columns, formats)
             table = result.table
             if table is not None and table.num_rows:
                 await self.send_rows(table, columns, formats, 0, table.num_rows)
         self.out += m.command_complete(result.tag)
 
+    def row_description(self, columns, formats) -> bytes:
+        key = (id(columns), *formats)
+        hit = self.sent.get(key)
+        if hit is not None and hit[0] is columns:
+            return hit[1]
+        encoded = m.row_description(described(columns), formats)
+        self.remember(key, columns, encoded)
+        return encoded
+
+    def remember(self, key: tuple, owner, encoded: bytes) -> None:
+        """Keep the bytes of what was just sent, by the identity of what they encode (held, so the id stays its
+        own): a repeated constant or cached answer is the same object, and is not encoded again."""
+        if len(self.sent) >= SENT:
+            self.sent.clear()
+        self.sent[key] = (owner, encoded)
+
     async def send_rows(self, table, columns, formats, start: int, stop: int) -> None:
         oids = [c.type_oid for c in columns]
-        if stop - start <= SMALL_RESULT:
-            self.out += encode_rows(table.slice(start, stop - start), oids, formats)
+        if (stop - start) * len(oids) <= SMALL_RESULT:
+            key = (id(table), start, stop, *oids, *formats)
+            hit = self.sent.get(key)
+            if hit is None or hit[0] is not table:
+                hit = (table, bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
+                self.remember(key, table, hit[1])
+            self.out += hit[1]
             return
         await self.flush()
         loop = asyncio.get_running_loop()
@@ -701,14 +754,14 @@ class Connection:
                 raise PgError("26000", f'prepared statement "{name}" does not exist')
             oids, columns = await self.describe_statement(statement)
             self.out += m.parameter_description(oids)
-            self.out += m.NO_DATA if columns is None else m.row_description(described(columns), [0] * len(columns))
+            self.out += m.NO_DATA if columns is None else self.row_description(columns, [0] * len(columns))
         elif kind == ord("P"):
             portal = self.portal(name)
             await self.run_portal(portal)
             if portal.columns is None:
                 self.out += m.NO_DATA
             else:
-                self.out += m.row_description(described(portal.columns), portal.column_formats(len(portal.columns)))
+                self.out += self.row_description(portal.columns, portal.column_formats(len(portal.columns)))
         else:
             raise ProtocolViolation(f"invalid DESCRIBE message subtype {kind}")
 
@@ -749,20 +802,25 @@ class Connection:
         if statement.empty:
             portal.result = LocalResult("")
             return
-        before = self.status()
-        try:
-            if statement.command is not None:
-                result = await self.cursor_command(statement.command, portal.params, statement.sql)
-            else:
-                results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params,
-                                          statement.parameter_oids(len(portal.params)))
-                self.after_commands(results, keep=portal)
-                if len(results) > 1:
-                    raise PgError("42601", "cannot insert multiple commands into a prepared statement")
-                result = results[0] if results else LocalResult("")
-        finally:
-            self.report_parameters()
-            self.transaction_may_have_ended(before, keep=portal)
+        results = None
+        if statement.command is None:
+            oids = statement.parameter_oids(len(portal.params))
+            results = self.answer_now(statement.sql, portal.params, oids)  # a repeat: no thread, no SET to report
+        if results is None:
+            before = self.status()
+            try:
+                if statement.command is not None:
+                    results = [await self.cursor_command(statement.command, portal.params, statement.sql)]
+                else:
+                    results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params,
+                                              oids)
+                    self.after_commands(results, keep=portal)
+            finally:
+                self.report_parameters()
+                self.transaction_may_have_ended(before, keep=portal)
+        if len(results) > 1:
+            raise PgError("42601", "cannot insert multiple commands into a prepared statement")
+        result = results[0] if results else LocalResult("")
         portal.result = result
         portal.columns = result.columns
         if result.columns is not None and statement.described and statement.described[1] is not None:

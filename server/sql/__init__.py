@@ -52,10 +52,12 @@ Rules:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+from cachetools import LRUCache
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.query.query import Query
@@ -65,6 +67,8 @@ from server.sql.statement import name_outputs, parse
 from server.sql.tables import Catalog
 
 __all__ = ["Catalog", "SemanticSQL", "SqlAnswer"]
+
+REWRITES = 1024  # statements (text and parameter values) kept rewritten per model version
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class SemanticSQL:
         self.project = project
         self.timeout = timeout  # seconds each metric query and the outer step may run (QueryTimeout after)
         self._catalog: tuple[object, Catalog] | None = None
+        self._rewrites: tuple[object, LRUCache] | None = None  # (compiler, rewrites of that model version)
+        self._lock = threading.Lock()
+        self._picked: dict[tuple, tuple[pa.Table, SqlAnswer]] = {}  # see cached_run
 
     @property
     def catalog(self) -> Catalog:
@@ -91,9 +98,54 @@ class SemanticSQL:
         return cached[1]
 
     def rewrite(self, sql: str, params: Sequence | None = None) -> Rewritten:
+        """The statement as metric queries and an outer step; repeats (same text and values) come from a cache,
+        as parsing and rewriting cost a millisecond and dashboards repeat themselves."""
+        rewrites, key = self._rewrites_cache(), _key(sql, params)
+        if key is not None:
+            with self._lock:
+                hit = rewrites.get(key)
+            if hit is not None:
+                return hit
         statement = normalize_identifiers(parse(sql, params), dialect="postgres")
         name_outputs(statement)
-        return Rewriter(self.catalog, self.project).rewrite(statement)
+        rewritten = Rewriter(self.catalog, self.project).rewrite(statement)
+        if key is not None:
+            with self._lock:
+                rewrites[key] = rewritten
+        return rewritten
+
+    def _rewrites_cache(self) -> LRUCache:
+        compiler = self.project.compiler
+        held = self._rewrites
+        if held is None or held[0] is not compiler:  # a new model version: its own rewrites
+            held = self._rewrites = (compiler, LRUCache(maxsize=REWRITES))
+        return held[1]
+
+    def cached_run(self, sql: str, params: Sequence | None = None) -> SqlAnswer | None:
+        """The answer when it needs no parsing, planning or warehouse work (a repeated statement whose one
+        metric query is in the result cache, its columns picked as they are), else None. Never blocks."""
+        key = _key(sql, params)
+        held = self._rewrites
+        if key is None or held is None or held[0] is not self.project.compiler:
+            return None
+        with self._lock:
+            plan = held[1].get(key)
+        direct = plan.direct if plan is not None else None
+        if direct is None or not hasattr(self.project, "cached_answer"):
+            return None
+        answer = self.project.cached_answer(direct.query)
+        if answer is None:
+            return None
+        picked = self._picked.get(key)
+        if picked is None or picked[0] is not answer.table:  # the same answer gives the same table (callers
+            table = answer.table.select([i for i, _ in direct.direct])  # may keep its encoding by identity)
+            picked = (answer.table, SqlAnswer(table.rename_columns([n for _, n in direct.direct]), True,
+                                              [direct.query]))
+            with self._lock:
+                if len(self._picked) >= REWRITES:
+                    self._picked.clear()
+                self._picked[key] = picked
+        return picked[1]
 
     def run(self, sql: str, params: Sequence | None = None) -> SqlAnswer:
         plan = self.rewrite(sql, params)
@@ -127,6 +179,16 @@ class SemanticSQL:
         else:
             parts.append("outer step (DuckDB, over the answers):\n" + _indent(outer.to_sql(plan.statement)))
         return "\n\n".join(parts)
+
+
+def _key(sql: str, params: Sequence | None) -> tuple | None:
+    """The rewrite cache's key: the text and the values (with their types: 1 and True differ), if hashable."""
+    values = tuple((type(v), v) for v in params or ())
+    try:
+        hash(values)
+    except TypeError:
+        return None
+    return sql, values
 
 
 def describe(query: Query) -> str:
