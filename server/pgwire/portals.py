@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
 
@@ -59,8 +60,8 @@ class Statement:
     command: CursorCommand | None = None
     described: tuple[list[int], list | None] | None = None  # (parameter OIDs, columns) once described
 
-    @property
-    def empty(self) -> bool:
+    @cached_property
+    def empty(self) -> bool:  # read at every Bind and Execute: the text never changes
         return self.command is None and is_empty(self.sql)
 
     def parameter_oids(self, count: int) -> list[int]:

@@ -25,6 +25,7 @@ import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from server.pgwire import messages as m
 from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, users_from_env
@@ -41,10 +42,12 @@ from server.pgwire.portals import (
     is_empty,
     parse_cursor_command,
 )
+from server.pgwire.pump import Pump
 from server.pgwire.types import WireValueError, decode_param, encode_rows, type_size
 
 log = logging.getLogger("phloem.pgwire")
 
+_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 SERVER_VERSION = "15.6 (Phloem)"
 STARTUP_LIMIT = 10_000  # bytes, as PostgreSQL
@@ -217,6 +220,7 @@ class Connection:
         self.streaming = False  # a large result is being sent (cancel stops it)
         self.canceled = False  # a CancelRequest arrived for the running statement
         self.sent: dict[tuple, tuple[object, bytes]] = {}  # see remember()
+        self.pump: Pump | None = None  # reads the socket once ready for queries
         peer = writer.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "local"
 
@@ -262,14 +266,14 @@ class Connection:
         with contextlib.suppress(Exception):
             self.writer.write(bytes(self.out) + m.error_response("FATAL", e.sqlstate, e.message, e.detail, e.hint))
             self.out.clear()
-            await asyncio.wait_for(self.writer.drain(), 5)
+            await asyncio.wait_for(self.drain(), 5)
 
     async def flush(self) -> None:
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
         if self.writer.transport.get_write_buffer_size():  # the kernel took it all: nothing to wait for
-            await self.writer.drain()
+            await self.drain()
 
     # ----------------------------------------------------------------------------------------------- startup
 
@@ -458,52 +462,53 @@ class Connection:
         return kind, Body(await self.reader.readexactly(length - 4))
 
     async def serve(self) -> None:
-        """Read messages and answer them. Every message already received is parsed from one buffer, so a
-        pipelined Parse/Bind/Describe/Execute/Sync costs one read, not two awaits per message."""
-        handlers = {b"Q": self.on_query, b"P": self.on_parse, b"B": self.on_bind, b"D": self.on_describe,
-                    b"E": self.on_execute, b"C": self.on_close, b"H": self.on_flush, b"S": self.on_sync}
-        limit = self.server.config.max_message_size
-        data, pos = b"", 0
-        while True:  # replies are flushed at ReadyForQuery, at Flush, and when the buffer fills
-            avail = len(data) - pos
-            if avail < 5:
-                chunk = await self.reader.read(1 << 16)
-                if not chunk:
-                    raise asyncio.IncompleteReadError(data[pos:], None)
-                data, pos = data[pos:] + chunk, 0
-                continue
-            (length,) = _I32.unpack_from(data, pos + 1)
-            if length < 4 or length > limit:
-                raise ProtocolViolation(f"invalid message length {length}")
-            if avail < length + 1:  # the rest of a long message, read exactly: no quadratic re-buffering
-                data, pos = data[pos:] + await self.reader.readexactly(length + 1 - avail), 0
-            kind = data[pos:pos + 1]
-            body = Body(data[pos + 5:pos + 1 + length])
-            pos += 1 + length
-            if kind == b"X":
-                return
-            if self.ignore_till_sync and kind != b"S":
-                continue
-            if kind in (b"d", b"c", b"f"):  # copy messages outside COPY: ignored, as PostgreSQL does
-                continue
-            handler = handlers.get(kind)
-            if handler is None:
-                if kind == b"F":  # a cycle of its own: ErrorResponse, then ReadyForQuery
-                    await self.report(PgError("0A000", "function call messages are not supported"), extended=False)
-                    continue
-                raise ProtocolViolation(f"invalid frontend message type {kind[0]}")
-            try:
-                await handler(body)
-            except (ProtocolViolation, ConnectionError, asyncio.IncompleteReadError):
+        """Hand the socket to a Pump, which answers messages as they arrive (see pump.py), until it ends."""
+        reader = self.reader
+        buffered = bytes(getattr(reader, "_buffer", b""))  # StreamReader keeps what it read ahead privately
+        getattr(reader, "_buffer", bytearray()).clear()
+        self.pump = Pump(self, self.server.config.max_message_size)
+        self.pump.take_over(self.writer.transport, buffered, reader.at_eof())
+        await self.pump.closed
+
+    async def handle(self, kind: bytes, body: Body) -> bool:
+        """Answer one message; False for Terminate. Replies are flushed at ReadyForQuery, at Flush, and when
+        the buffer fills."""
+        if kind == b"X":
+            return False
+        if self.ignore_till_sync and kind != b"S":
+            return True
+        if kind in (b"d", b"c", b"f"):  # copy messages outside COPY: ignored, as PostgreSQL does
+            return True
+        handler = self.handlers.get(kind)
+        if handler is None:
+            if kind == b"F":  # a cycle of its own: ErrorResponse, then ReadyForQuery
+                await self.report(PgError("0A000", "function call messages are not supported"), extended=False)
+                return True
+            raise ProtocolViolation(f"invalid frontend message type {kind[0]}")
+        try:
+            await handler(body)
+        except (ProtocolViolation, ConnectionError, asyncio.IncompleteReadError):
+            raise
+        except PgError as e:
+            if e.fatal:
                 raise
-            except PgError as e:
-                if e.fatal:
-                    raise
-                await self.report(e, extended=kind != b"Q")
-            except Exception as e:
-                await self.report(error_of(e, self.canceled), extended=kind != b"Q")
-            if len(self.out) > 1 << 16:
-                await self.flush()
+            await self.report(e, extended=kind != b"Q")
+        except Exception as e:
+            await self.report(error_of(e, self.canceled), extended=kind != b"Q")
+        if len(self.out) > 1 << 16:
+            await self.flush()
+        return True
+
+    @cached_property
+    def handlers(self) -> dict:
+        return {b"Q": self.on_query, b"P": self.on_parse, b"B": self.on_bind, b"D": self.on_describe,
+                b"E": self.on_execute, b"C": self.on_close, b"H": self.on_flush, b"S": self.on_sync}
+
+    async def drain(self) -> None:
+        if self.pump is not None:
+            await self.pump.drain()
+        else:
+            await self.writer.drain()
 
     async def report(self, e: PgError, extended: bool = True) -> None:
         self.out += m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
@@ -693,7 +698,7 @@ class Connection:
                         await pending
                     raise PgError("57014", "canceling statement due to user request")
                 self.writer.write(chunk)
-                await self.writer.drain()
+                await self.drain()
         finally:
             self.streaming = False
 
@@ -713,20 +718,8 @@ class Connection:
 
     async def on_bind(self, body: Body) -> None:
         portal_name, statement_name = body.cstring(), body.cstring()
-        n_formats = body.int16()
-        formats = [body.int16() for _ in range(max(n_formats, 0))]
-        n_params = body.int16()
-        if n_formats < 0 or n_params < 0:
-            raise ProtocolViolation("invalid count in bind message")
-        values = []
-        for _ in range(n_params):
-            length = body.int32()
-            values.append(None if length == -1 else body.raw(length))
-        n_results = body.int16()
-        if n_results < 0:
-            raise ProtocolViolation("invalid count in bind message")
-        result_formats = [body.int16() for _ in range(n_results)]
-        body.end()
+        formats, values, result_formats = bind_lists(body)
+        n_formats, n_params = len(formats), len(values)
         if any(f not in (0, 1) for f in formats + result_formats):
             raise PgError("08P01", "unsupported format code")
         statement = self.statements.get(statement_name)
@@ -955,6 +948,41 @@ class _SizedColumn:
     type_oid: int
     type_size: int
     type_modifier: int
+
+
+def bind_lists(body: Body) -> tuple[list[int], list[bytes | None], list[int]]:
+    """Bind's parameter formats, parameter values and result formats, read with struct (Bind is in every
+    extended-protocol round trip)."""
+    data, pos = body.data, body.pos
+    try:
+        (n,) = _I16.unpack_from(data, pos)
+        formats = list(struct.unpack_from(f"!{n}h", data, pos + 2)) if n > 0 else []
+        pos += 2 + 2 * max(n, 0)
+        (count,) = _I16.unpack_from(data, pos)
+        pos += 2
+        if n < 0 or count < 0:
+            raise ProtocolViolation("invalid count in bind message")
+        values: list[bytes | None] = []
+        for _ in range(count):
+            (length,) = _I32.unpack_from(data, pos)
+            pos += 4
+            if length == -1:
+                values.append(None)
+                continue
+            if length < 0 or pos + length > len(data):
+                raise ProtocolViolation("insufficient data left in message")
+            values.append(data[pos:pos + length])
+            pos += length
+        (n,) = _I16.unpack_from(data, pos)
+        if n < 0:
+            raise ProtocolViolation("invalid count in bind message")
+        results = list(struct.unpack_from(f"!{n}h", data, pos + 2)) if n else []
+        pos += 2 + 2 * n
+    except struct.error:
+        raise ProtocolViolation("insufficient data left in message") from None
+    body.pos = pos
+    body.end()
+    return formats, values, results
 
 
 def row_tag(tag: str, count: int) -> str:
