@@ -190,9 +190,9 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     if not pg_port:
         uvicorn.Server(config).run()
         return
-    import asyncio
+    from server.loop import run
 
-    asyncio.run(_serve_with_pg(uvicorn.Server(config), app_.state.runtime, host, pg_port, demo=demo))
+    run(_serve_with_pg(uvicorn.Server(config), app_.state.runtime, host, pg_port, demo=demo))
 
 
 async def _serve_with_pg(http, runtime, host: str, pg_port: int, demo: bool = False) -> None:

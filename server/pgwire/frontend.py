@@ -68,6 +68,22 @@ class Result:
     constant: bool = False  # the same whenever the statement runs again (SELECT 1, SELECT version())
 
 
+class RowResult(Result):
+    """A result of rows the door computed itself (`SELECT $1::int`), kept as Python values: the protocol layer
+    sends `rows` without Arrow (~30 µs a statement); `table` is made only when something asks for it."""
+
+    def __init__(self, columns: list[Column], rows: list[tuple]):
+        self.tag, self.columns, self.rows, self.notices, self.constant = f"SELECT {len(rows)}", columns, rows, [], False
+        self._table: pa.Table | None = None
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:
+            arrays = [pa.array([r[i] for r in self.rows], T.arrow_type(c.type_oid)) for i, c in enumerate(self.columns)]
+            self._table = pa.Table.from_arrays(arrays, names=[c.name for c in self.columns])
+        return self._table
+
+
 class QueryCanceled(QueryTimeout):
     """The client cancelled the running statement (CancelRequest)."""
 
@@ -947,7 +963,7 @@ class _Plan:
     route: str  # "constant" | "semantic"
     types: tuple[int, ...]  # the parameters' types
     result: Result | None = None  # constant, no parameters: the whole result
-    template: tuple | None = None  # constant with parameters: (columns, per output (is_param, index or value))
+    template: tuple | None = None  # constant with parameters: (columns, the parameter each output is)
     rewritten: str = ""  # semantic: the statement, `*` over views expanded
     last: tuple | None = None  # semantic: (table, Result) last answered, so one answer is one Result object
 
@@ -963,10 +979,8 @@ class _Plan:
         if self.template is not None:
             columns, items = self.template
             values = self.values(params)
-            row = [_in_range(values[i], c.type_oid) if is_param else i for c, (is_param, i) in zip(columns, items,
-                                                                                                     strict=True)]
-            arrays = [pa.array([v], T.arrow_type(c.type_oid)) for v, c in zip(row, columns, strict=True)]
-            return Result("SELECT 1", columns, pa.Table.from_arrays(arrays, names=[c.name for c in columns]))
+            return RowResult(columns, [tuple(_in_range(values[i], c.type_oid) for c, i in zip(columns, items,
+                                                                                               strict=True))])
         if self.route == "semantic":
             answer = self.version.sql.cached_run(self.rewritten, self.values(params))
             if answer is None:
@@ -1006,7 +1020,7 @@ def _template(statement: exp.Expression, outputs: list, types: list[int]) -> tup
         if cast and node.parent.args.get("to") is not None and node.parent.args["to"].expressions:
             return None  # varchar(2): a length to enforce
         columns.append(_column(name, oid))
-        items.append((True, n - 1))
+        items.append(n - 1)
     return columns, tuple(items)
 
 

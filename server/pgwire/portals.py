@@ -97,6 +97,9 @@ class Portal:
 
     @property
     def rows(self) -> int:
+        rows = getattr(self.result, "rows", None)
+        if rows is not None:  # Python rows (frontend.RowResult): no table to make
+            return len(rows)
         table = getattr(self.result, "table", None)
         return 0 if table is None else table.num_rows
 

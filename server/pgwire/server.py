@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from server.loop import new_event_loop
 from server.pgwire import messages as m
 from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, users_from_env
 from server.pgwire.messages import Body, InvalidEncoding, ProtocolViolation
@@ -43,7 +44,7 @@ from server.pgwire.portals import (
     parse_cursor_command,
 )
 from server.pgwire.pump import Pump
-from server.pgwire.types import WireValueError, decode_param, encode_rows, type_size
+from server.pgwire.types import WireValueError, decode_param, encode_rows, encode_values, type_size
 
 log = logging.getLogger("phloem.pgwire")
 
@@ -646,9 +647,9 @@ class Connection:
         if columns is not None:
             formats = formats or [0] * len(columns)
             self.out += self.row_description(columns, formats)
-            table = result.table
-            if table is not None and table.num_rows:
-                await self.send_rows(table, columns, formats, 0, table.num_rows)
+            count = _row_count(result)
+            if count:
+                await self.send_rows(result, columns, formats, 0, count)
         self.out += m.command_complete(result.tag)
 
     def row_description(self, columns, formats) -> bytes:
@@ -667,8 +668,15 @@ class Connection:
             self.sent.clear()
         self.sent[key] = (owner, encoded)
 
-    async def send_rows(self, table, columns, formats, start: int, stop: int) -> None:
+    async def send_rows(self, result, columns, formats, start: int, stop: int) -> None:
+        """DataRows of rows start..stop of a result: small ones encoded here (and kept, see remember), large
+        ones encoded batch by batch in worker threads while the previous batch is being sent."""
         oids = [c.type_oid for c in columns]
+        rows = getattr(result, "rows", None)
+        if rows is not None:
+            self.out += encode_values(rows[start:stop], oids, formats)
+            return
+        table = result.table
         if (stop - start) * len(oids) <= SMALL_RESULT:
             key = (id(table), start, stop, *oids, *formats)
             hit = self.sent.get(key)
@@ -840,8 +848,7 @@ class Connection:
             return
         start, stop, _ = portal.fetch("forward", max_rows if max_rows > 0 else None)
         if stop > start:
-            await self.send_rows(result.table, portal.columns, portal.column_formats(len(portal.columns)),
-                                 start, stop)
+            await self.send_rows(result, portal.columns, portal.column_formats(len(portal.columns)), start, stop)
         count = stop - start
         if 0 < max_rows == count:
             self.out += m.PORTAL_SUSPENDED
@@ -985,6 +992,14 @@ def bind_lists(body: Body) -> tuple[list[int], list[bytes | None], list[int]]:
     return formats, values, results
 
 
+def _row_count(result) -> int:
+    rows = getattr(result, "rows", None)
+    if rows is not None:
+        return len(rows)
+    table = result.table
+    return table.num_rows if table is not None else 0
+
+
 def row_tag(tag: str, count: int) -> str:
     """The CommandComplete tag for `count` rows of a row-returning statement ('SELECT 3', 'FETCH 3', 'SHOW')."""
     words = tag.split()
@@ -1040,7 +1055,7 @@ class ServerThread:
 
     def __init__(self, server: PgServer):
         self.server = server
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="pgwire", daemon=True)
 
     @property

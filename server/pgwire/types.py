@@ -124,14 +124,7 @@ def decode_text(text: str, oid: int):
             return False
         raise WireValueError("22P02", f'invalid input syntax for type boolean: "{text}"')
     if oid in _INT_RANGE:
-        try:
-            n = int(s)
-        except ValueError:
-            raise WireValueError("22P02", f'invalid input syntax for type {_type_label(oid)}: "{text}"') from None
-        lo, hi = _INT_RANGE[oid]
-        if not lo <= n <= hi:
-            raise WireValueError("22003", f'value "{text}" is out of range for type {_type_label(oid)}')
-        return n
+        return parse_int(text, oid)
     if oid in FLOATS:
         try:
             return float(s)
@@ -167,6 +160,20 @@ def decode_text(text: str, oid: int):
             return text
         return [None if v is None else decode_text(v, ARRAYS[oid]) for v in items]
     return text
+
+
+_INT_SYNTAX = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")  # int4in's: no '1_000', no non-ASCII digits
+
+
+def parse_int(text: str, oid: int) -> int:
+    """int2in / int4in / int8in / oidin: 22P02 for text that is not an integer, 22003 for one out of range."""
+    if not _INT_SYNTAX.fullmatch(text):
+        raise WireValueError("22P02", f'invalid input syntax for type {_type_label(oid)}: "{text}"')
+    n = int(text)
+    lo, hi = _INT_RANGE[oid]
+    if not lo <= n <= hi:
+        raise WireValueError("22003", f'value "{text}" is out of range for type {_type_label(oid)}')
+    return n
 
 
 def _bytea_from_text(text: str) -> bytes:
@@ -769,13 +776,16 @@ _ROW_HEADER = struct.Struct("!cih")
 
 def encode_small(table: pa.Table, oids: Sequence[int], formats: Sequence[int]) -> bytes:
     """The DataRows of a few rows, a value at a time (the same bytes as the vectorized path)."""
-    columns = []
-    for column, oid, fmt in zip(table.columns, oids, formats, strict=True):
-        encode = binary_value if fmt == 1 else _text_bytes
-        columns.append([None if v is None else encode(v, oid) for v in _pylist(column)])
+    return encode_values(zip(*[_pylist(column) for column in table.columns], strict=True), oids, formats)
+
+
+def encode_values(rows, oids: Sequence[int], formats: Sequence[int]) -> bytes:
+    """The DataRows of rows of Python values (what the door computed itself needs no Arrow to be sent)."""
+    encoders = [binary_value if fmt == 1 else _text_bytes for fmt in formats]
     out = []
-    count = len(columns)
-    for row in zip(*columns, strict=True):
+    count = len(oids)
+    for values in rows:
+        row = [None if v is None else encode(v, oid) for v, encode, oid in zip(values, encoders, oids, strict=True)]
         cells = [b"\xff\xff\xff\xff" if v is None else _LENGTH.pack(len(v)) + v for v in row]
         body = b"".join(cells)
         out.append(_ROW_HEADER.pack(b"D", 6 + len(body), count) + body)
