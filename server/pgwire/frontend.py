@@ -384,8 +384,9 @@ class Frontend:
                 or session.status == "E" or not session.lock.acquire(blocking=False):
             return None
         try:
-            session._cancelled.clear()
-            result = plan.answer_now(list(params or []))
+            if session._cancelled.is_set():  # a cancel that came after the last statement ended
+                session._cancelled.clear()
+            result = plan.answer_now(list(params) if params else [])
         except PhloemError as e:
             raise _failed(session, e, []) from None
         finally:

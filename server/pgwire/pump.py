@@ -18,6 +18,7 @@ from typing import Any
 from server.pgwire.messages import Body, ProtocolViolation
 
 _I32 = struct.Struct("!i")
+_KINDS = [bytes([i]) for i in range(256)]  # a message's type byte as the bytes handlers are keyed by
 READ_AHEAD = 1 << 20  # bytes buffered behind a waiting handler before the socket stops being read
 
 
@@ -101,10 +102,13 @@ class Pump(asyncio.Protocol):
                     raise ProtocolViolation(f"invalid message length {length}")
                 if avail < length + 1:
                     break
-                kind = bytes(buffer[pos:pos + 1])
+                kind = _KINDS[buffer[pos]]
                 body = Body(bytes(buffer[pos + 5:pos + 1 + length]))
                 pos += 1 + length
-                coro = self.conn.handle(kind, body)
+                flush = self.conn.handle_now(kind, body)
+                if flush is False:
+                    continue
+                coro = self.conn.flush() if flush else self.conn.handle(kind, body)
                 try:
                     pending = coro.send(None)
                 except StopIteration as stop:

@@ -48,6 +48,7 @@ from server.pgwire.types import WireValueError, decode_param, encode_rows, encod
 
 log = logging.getLogger("phloem.pgwire")
 
+_READY = {status: m.ready_for_query(status) for status in "ITE"}
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 SERVER_VERSION = "15.6 (Phloem)"
@@ -471,6 +472,26 @@ class Connection:
         self.pump.take_over(self.writer.transport, buffered, reader.at_eof())
         await self.pump.closed
 
+    def handle_now(self, kind: bytes, body: Body) -> bool | None:
+        """Answer Parse, Bind or Close, which never wait, without a coroutine: True when the replies should be
+        flushed (the buffer filled); None for any other message (then `handle` it)."""
+        handler = self.immediate.get(kind)
+        if handler is None:
+            return None
+        if self.ignore_till_sync:
+            return False
+        try:
+            handler(body)
+        except (ProtocolViolation, ConnectionError):
+            raise
+        except PgError as e:
+            if e.fatal:
+                raise
+            self.report_extended(e)
+        except Exception as e:
+            self.report_extended(error_of(e, self.canceled))
+        return len(self.out) > 1 << 16
+
     async def handle(self, kind: bytes, body: Body) -> bool:
         """Answer one message; False for Terminate. Replies are flushed at ReadyForQuery, at Flush, and when
         the buffer fills."""
@@ -487,7 +508,10 @@ class Connection:
                 return True
             raise ProtocolViolation(f"invalid frontend message type {kind[0]}")
         try:
-            await handler(body)
+            if kind in self.immediate:
+                handler(body)
+            else:
+                await handler(body)
         except (ProtocolViolation, ConnectionError, asyncio.IncompleteReadError):
             raise
         except PgError as e:
@@ -501,6 +525,10 @@ class Connection:
         return True
 
     @cached_property
+    def immediate(self) -> dict:
+        return {b"P": self.on_parse, b"B": self.on_bind, b"C": self.on_close}
+
+    @cached_property
     def handlers(self) -> dict:
         return {b"Q": self.on_query, b"P": self.on_parse, b"B": self.on_bind, b"D": self.on_describe,
                 b"E": self.on_execute, b"C": self.on_close, b"H": self.on_flush, b"S": self.on_sync}
@@ -511,14 +539,20 @@ class Connection:
         else:
             await self.writer.drain()
 
-    async def report(self, e: PgError, extended: bool = True) -> None:
+    def report_extended(self, e: PgError) -> None:
+        """An error in the extended protocol: said now, the rest ignored until Sync."""
         self.out += m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
         self.fail_transaction()
+        self.ignore_till_sync = True
+
+    async def report(self, e: PgError, extended: bool = True) -> None:
         if extended:
-            self.ignore_till_sync = True
-        else:
-            self.out += m.ready_for_query(self.status())
-            await self.flush()
+            self.report_extended(e)
+            return
+        self.out += m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
+        self.fail_transaction()
+        self.out += m.ready_for_query(self.status())
+        await self.flush()
 
     # ---------------------------------------------------------------------------------------- session state
 
@@ -712,7 +746,7 @@ class Connection:
 
     # ------------------------------------------------------------------------------------- extended protocol
 
-    async def on_parse(self, body: Body) -> None:
+    def on_parse(self, body: Body) -> None:
         name, sql = body.cstring(), body.cstring()
         count = body.int16()
         if count < 0:
@@ -724,11 +758,11 @@ class Connection:
         self.statements[name] = Statement(sql, oids, parse_cursor_command(sql))
         self.out += m.PARSE_COMPLETE
 
-    async def on_bind(self, body: Body) -> None:
+    def on_bind(self, body: Body) -> None:
         portal_name, statement_name = body.cstring(), body.cstring()
         formats, values, result_formats = bind_lists(body)
         n_formats, n_params = len(formats), len(values)
-        if any(f not in (0, 1) for f in formats + result_formats):
+        if (formats or result_formats) and not {*formats, *result_formats} <= {0, 1}:
             raise PgError("08P01", "unsupported format code")
         statement = self.statements.get(statement_name)
         if statement is None:
@@ -740,10 +774,11 @@ class Connection:
         if statement.described is not None and len(statement.described[0]) != n_params:
             raise PgError("08P01", f'bind message supplies {n_params} parameters, but prepared statement '
                                    f'"{statement_name}" requires {len(statement.described[0])}')
-        oids = statement.parameter_oids(n_params)
-        fmts = formats * n_params if n_formats == 1 else (formats or [0] * n_params)
-        params = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
-        self.portals[portal_name] = Portal(statement, params, result_formats)
+        if n_params:
+            oids = statement.parameter_oids(n_params)
+            fmts = formats * n_params if n_formats == 1 else (formats or [0] * n_params)
+            values = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
+        self.portals[portal_name] = Portal(statement, values, result_formats)
         self.out += m.BIND_COMPLETE
 
     async def on_describe(self, body: Body) -> None:
@@ -853,9 +888,9 @@ class Connection:
         if 0 < max_rows == count:
             self.out += m.PORTAL_SUSPENDED
         else:
-            self.out += m.command_complete(row_tag(result.tag, count))
+            self.out += _complete(result.tag, count)
 
-    async def on_close(self, body: Body) -> None:
+    def on_close(self, body: Body) -> None:
         kind, name = body.byte(), body.cstring()
         body.end()
         if kind == ord("S"):
@@ -877,11 +912,12 @@ class Connection:
     async def on_sync(self, body: Body) -> None:
         body.end()
         self.ignore_till_sync = False
-        if self.status() == "I":  # the implicit transaction ended: its portals go
+        status = self.status()
+        if status == "I" and self.portals:  # the implicit transaction ended: its portals go
             for name, portal in list(self.portals.items()):
                 if not portal.holdable:
                     del self.portals[name]
-        self.out += m.ready_for_query(self.status())
+        self.out += _READY[status]
         await self.flush()
 
     # --------------------------------------------------------------------------------------------- cursors
@@ -990,6 +1026,12 @@ def bind_lists(body: Body) -> tuple[list[int], list[bytes | None], list[int]]:
     body.pos = pos
     body.end()
     return formats, values, results
+
+
+@functools.lru_cache(maxsize=1024)
+def _complete(tag: str, count: int) -> bytes:
+    """CommandComplete for `count` rows of a statement tagged `tag` (kept: the same few are sent again and again)."""
+    return m.command_complete(row_tag(tag, count))
 
 
 def _row_count(result) -> int:
