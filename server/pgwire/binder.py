@@ -97,7 +97,7 @@ _ARGUMENTS: dict[str, tuple[int, ...]] = {  # parameter types where a `$n` is an
     "col_description": (T.OID, T.INT4), "obj_description": (T.OID, T.NAME), "pg_table_is_visible": (T.OID,),
     "pg_type_is_visible": (T.OID,), "pg_get_serial_sequence": (T.TEXT, T.TEXT), "generate_series": (T.INT4, T.INT4),
     "array_upper": (T.TEXT, T.INT4), "quote_ident": (T.TEXT,), "has_table_privilege": (T.TEXT, T.TEXT, T.TEXT),
-    "has_schema_privilege": (T.TEXT, T.TEXT, T.TEXT), "pg_encoding_to_char": (T.INT4,),
+    "has_schema_privilege": (T.TEXT, T.TEXT, T.TEXT), "pg_encoding_to_char": (T.INT4,), "pg_sleep": (T.FLOAT8,),
 }
 _SAME_AS_ARGUMENT = {"min", "max", "coalesce", "nullif", "greatest", "least", "any_value", "first_value",
                      "last_value", "lag", "lead", "abs", "round", "floor", "ceil", "mode", "nth_value"}
@@ -131,7 +131,23 @@ def cast_type(to: exp.DataType) -> tuple[int, int]:
         typmod = T.numeric_typmod(numbers[0], numbers[1] if len(numbers) > 1 else 0)
     elif oid in (T.VARCHAR, T.BPCHAR) and numbers:
         typmod = numbers[0] + 4
+    elif oid == T.BPCHAR and to.this in (exp.DataType.Type.CHAR, exp.DataType.Type.NCHAR):
+        typmod = 1 + 4  # `char` alone is char(1); only `bpchar` is unbounded
     return oid, typmod
+
+
+def typmod(e: exp.Expression) -> int:
+    """An output's type modifier as PostgreSQL's exprTypmod finds it: a cast's (varchar(n): n + 4) or a column's,
+    else -1."""
+    while isinstance(e, exp.Alias | exp.Paren):
+        e = e.this
+    return e.meta.get("typmod", -1) if isinstance(e, exp.Cast | exp.TryCast | exp.Column) else -1
+
+
+def _typmods(node: exp.Expression) -> list[int]:
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    return node.meta.get("pgtypmods", [])
 
 
 # ------------------------------------------------------------------ scopes
@@ -141,16 +157,20 @@ def cast_type(to: exp.DataType) -> tuple[int, int]:
 class Source:
     name: str
     columns: list[tuple[str, PgType]]
+    typmods: list[int] = field(default_factory=list)  # the columns' type modifiers (missing ones are -1)
+
+    def typmod(self, i: int) -> int:
+        return self.typmods[i] if i < len(self.typmods) else -1
 
 
 @dataclass
 class Scope:
     parent: Scope | None = None
     sources: list[Source] = field(default_factory=list)
-    ctes: dict[str, list[tuple[str, PgType]]] = field(default_factory=dict)
+    ctes: dict[str, Source] = field(default_factory=dict)
     outputs: list[tuple[str, PgType]] = field(default_factory=list)
 
-    def cte(self, name: str) -> list[tuple[str, PgType]] | None:
+    def cte(self, name: str) -> Source | None:
         scope: Scope | None = self
         while scope is not None:
             if name in scope.ctes:
@@ -159,20 +179,25 @@ class Scope:
         return None
 
     def column(self, name: str, table: str | None) -> PgType | None:
+        found = self.lookup(name, table)
+        return None if found is None else found[0]
+
+    def lookup(self, name: str, table: str | None) -> tuple[PgType, int] | None:
+        """A column's type and type modifier."""
         scope: Scope | None = self
         while scope is not None:
             for source in scope.sources:
                 if table is not None and source.name != table:
                     continue
-                for n, t in source.columns:
+                for i, (n, t) in enumerate(source.columns):
                     if n == name:
-                        return t
+                        return t, source.typmod(i)
                 if table is not None and name == source.name and len(source.columns) == 1:
-                    return source.columns[0][1]
+                    return source.columns[0][1], source.typmod(0)
             if table is None:  # a whole-row reference to a one-column function source: `FROM unnest(a) x` → x
                 for source in scope.sources:
                     if source.name == name and len(source.columns) == 1:
-                        return source.columns[0][1]
+                        return source.columns[0][1], source.typmod(0)
             scope = scope.parent
         return None
 
@@ -191,9 +216,12 @@ class Binder:
         self.semantic: set[str] = set()  # semantic tables the statement reads
         self.catalog_relations: set[str] = set()
         self.outputs: list[tuple[str, PgType]] = []
+        self.typmods: list[int] = []  # each output's type modifier (RowDescription's atttypmod), -1 for none
 
     def bind(self, statement: exp.Expression) -> list[tuple[str, PgType]]:
         self.outputs = self.query(statement, Scope())
+        found = _typmods(statement)
+        self.typmods = found if len(found) == len(self.outputs) else [-1] * len(self.outputs)
         return self.outputs
 
     def params(self, count: int) -> list[int]:
@@ -219,6 +247,9 @@ class Binder:
             scope.sources.append(Source("", outputs))
             self._modifiers(node, scope)
             node.meta["pgoutputs"] = outputs
+            # a UNION column keeps a type modifier only where every branch has the same one
+            node.meta["pgtypmods"] = [a if a == b else -1 for a, b in zip(_typmods(node.this),
+                                                                          _typmods(node.expression), strict=False)]
             return outputs
         if isinstance(node, exp.Values):
             rows = node.expressions
@@ -239,7 +270,7 @@ class Binder:
                 columns = self.query(cte.this, scope)
                 names = [c.name for c in cte.args["alias"].columns] if cte.args.get("alias") else []
                 columns = [(names[i] if i < len(names) else n, t) for i, (n, t) in enumerate(columns)]
-                scope.ctes[cte.alias_or_name] = columns
+                scope.ctes[cte.alias_or_name] = Source(cte.alias_or_name, columns, _typmods(cte.this))
         from_ = node.args.get("from_")
         if from_ is not None:
             self._source(from_.this, scope)
@@ -248,20 +279,25 @@ class Binder:
             if join.args.get("on") is not None:
                 self.expr(join.args["on"], scope)
         outputs: list[tuple[str, PgType]] = []
+        typmods: dict[int, int] = {}  # output position → its type modifier, where it may have one
         for item in node.expressions:
             if isinstance(item, exp.Star):
                 for source in scope.sources:
+                    typmods.update((len(outputs) + i, source.typmod(i)) for i in range(len(source.columns)))
                     outputs.extend(source.columns)
                 continue
             if isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
                 source = next((s for s in scope.sources if s.name == item.table), None)
                 if source is None:
                     raise error(f'missing FROM-clause entry for table "{item.table}"', "42P01")
+                typmods.update((len(outputs) + i, source.typmod(i)) for i in range(len(source.columns)))
                 outputs.extend(source.columns)
                 continue
             t = self.expr(item, scope)
+            typmods[len(outputs)] = typmod(item)
             outputs.append((output_name(item), t))
         scope.outputs = outputs
+        node.meta["pgtypmods"] = [typmods.get(i, -1) for i in range(len(outputs))]
         for key in ("where", "having", "qualify"):
             if node.args.get(key) is not None:
                 self.expr(node.args[key].this, scope)
@@ -308,7 +344,7 @@ class Binder:
             cte = scope.cte(name) if schema is None else None
             if cte is not None:
                 node.meta["cte"] = True
-                columns = cte
+                columns, typmods = cte.columns, cte.typmods
             else:
                 relation = self.catalog.relation(schema, name, self.search_path)
                 if relation is None:
@@ -317,9 +353,10 @@ class Binder:
                 node.meta["relation"] = relation
                 (self.semantic if relation.schema == "public" else self.catalog_relations).add(relation.name)
                 columns = [(c, t) for c, t, _ in relation.columns]
+                typmods = [m for _, _, m in relation.columns]
             if alias_columns:
                 columns = [(alias_columns[i] if i < len(alias_columns) else n, t) for i, (n, t) in enumerate(columns)]
-            scope.sources.append(Source(alias_name or name, columns))
+            scope.sources.append(Source(alias_name or name, columns, typmods))
             return
         if isinstance(node, exp.Subquery | exp.Lateral):
             inner = node.this
@@ -330,7 +367,7 @@ class Binder:
             columns = self.query(inner, scope)  # sees its siblings too: LATERAL or not, harmless for typing
             if alias_columns:
                 columns = [(alias_columns[i] if i < len(alias_columns) else n, t) for i, (n, t) in enumerate(columns)]
-            scope.sources.append(Source(alias_name, columns))
+            scope.sources.append(Source(alias_name, columns, _typmods(inner)))
             return
         if isinstance(node, exp.Unnest | exp.Explode):
             name, t = self._table_function(node, scope)
@@ -370,7 +407,10 @@ class Binder:
             if isinstance(e.this, exp.Star):
                 return T.RECORD
             name, table = e.name, e.table or None
-            t = scope.column(name, table)
+            found = scope.lookup(name, table)
+            t = None if found is None else found[0]
+            if found is not None:
+                e.meta["typmod"] = found[1]
             if t is None and table is None:
                 t = next((ot for on, ot in scope.outputs if on == name), None)
                 if t is None and name in ("user", "current_user", "session_user", "current_role"):

@@ -129,7 +129,7 @@ class Session:
         return C.search_path(self.settings, self.user)
 
     def context(self) -> Context:
-        existing = [s for s in self.search_path if s in NAMESPACES and s != "pg_catalog"]
+        existing = [s for s in self.search_path if s in NAMESPACES]
         return Context(self.user, self.database, existing, self.pid, self.settings.get("server_version", "15"))
 
 
@@ -344,7 +344,7 @@ class Frontend:
         route, binder = self._route(session, version, statement, declared)
         types = binder.params(count)
         if route == "catalog":
-            columns = [_column(n, T.oid_of(t)) for n, t in binder.outputs]
+            columns = [_column(n, T.oid_of(t), m) for (n, t), m in zip(binder.outputs, binder.typmods, strict=True)]
         else:
             values = [_placeholder(t) for t in types]
             rewritten = _expand_stars(statement, version.catalog) or text
@@ -598,7 +598,7 @@ class Frontend:
             table = pa.Table.from_arrays([pa.array([v]) for v in row], names=[f"c{i}" for i in range(len(row))])
         else:
             table = self._run_catalog(session, version.catalog, translator.generate(translated))
-        columns = [_column(n, T.oid_of(t)) for n, t in outputs]
+        columns = [_column(n, T.oid_of(t), m) for (n, t), m in zip(outputs, binder.typmods, strict=True)]
         arrays = []
         for i, (_, t) in enumerate(outputs):
             arrays.append(_as_type(table.column(i) if i < table.num_columns else pa.nulls(table.num_rows), t))
@@ -924,6 +924,8 @@ _DUCKDB_STATES = (("Catalog Error: Table", "42P01"), ("Catalog Error: Scalar Fun
 def _duckdb_error(e: duckdb.Error) -> QueryError:
     message = str(e).splitlines()[0]
     state = next((s for prefix, s in _DUCKDB_STATES if message.startswith(prefix)), "XX000")
+    if state == "22P02" and "out of range" in message:  # a cast that overflowed, not text that did not parse
+        state = "22003"
     return error(f"the catalog query failed: {message}", state,
                  "the door serves PostgreSQL 15's catalog; this part of it is not implemented")
 
@@ -1025,10 +1027,13 @@ def _template(statement: exp.Expression, outputs: list, types: list[int]) -> tup
     return columns, tuple(items)
 
 
+_INT_NAMES = {T.INT2: "smallint", T.INT4: "integer", T.INT8: "bigint"}  # as PostgreSQL's messages name them
+
+
 def _in_range(value, oid: int):
     limit = _INT_LIMITS.get(oid)
     if limit is not None and value is not None and not -limit <= value < limit:
-        raise error(f'value "{value}" is out of range for type {T.typname(oid)}', "22003")
+        raise error(f'value "{value}" is out of range for type {_INT_NAMES[oid]}', "22003")
     return value
 
 

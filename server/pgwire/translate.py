@@ -8,6 +8,8 @@ int2vector/oidvector subscripts start at 0; `OPERATOR(pg_catalog.~)` is `~`.
 
 from __future__ import annotations
 
+import decimal
+import re
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -15,6 +17,7 @@ from sqlglot import exp
 from server.pgwire import pgtypes as T
 from server.pgwire.binder import cast_type, error, function_name
 from server.pgwire.catalog import NAMESPACES, SCHEMAS, Catalog
+from server.pgwire.types import WireValueError, parse_int
 
 VERSION = "PostgreSQL {version} (Phloem) on x86_64-pc-linux-gnu, compiled by Phloem, 64-bit"
 
@@ -31,7 +34,8 @@ class Context:
 
     @property
     def visible(self) -> list[int]:
-        return [NAMESPACES["pg_catalog"], *(NAMESPACES[s] for s in self.search_path if s in NAMESPACES)]
+        implicit = [] if "pg_catalog" in self.search_path else [NAMESPACES["pg_catalog"]]
+        return [*implicit, *(NAMESPACES[s] for s in self.search_path if s in NAMESPACES)]
 
 
 def _type(e: exp.Expression) -> T.PgType:
@@ -71,6 +75,8 @@ _VISIBLE = {"pg_table_is_visible": "pgw_relation_visible", "pg_type_is_visible":
             "pg_function_is_visible": "pgw_function_visible", "pg_collation_is_visible": "pgw_collation_visible"}
 _OUT = {T.REGCLASS: "pgw_regclass_out", T.REGTYPE: "pgw_regtype_out", T.REGNAMESPACE: "pgw_regnamespace_out",
         T.REGROLE: "pgw_regrole_out"}
+_INTEGERS = {T.INT2: ("smallint", 2**15), T.INT4: ("integer", 2**31), T.INT8: ("bigint", 2**63)}
+_FLOAT_WORDS = {"inf": "Infinity", "nan": "NaN"}  # a bound inf / NaN parameter as sqlglot prints it (not SQL)
 _OPERATORS = {"~": exp.RegexpLike, "~*": exp.RegexpILike, "=": exp.EQ, "<>": exp.NEQ, "<": exp.LT, ">": exp.GT,
               "<=": exp.LTE, ">=": exp.GTE, "~~": exp.Like, "~~*": exp.ILike}
 
@@ -117,18 +123,20 @@ class Translator:
         return new
 
     def _outputs(self, statement: exp.Expression) -> None:
-        """Values whose PostgreSQL text differs from DuckDB's (regclass …) leave as text."""
+        """Values whose PostgreSQL text differs from DuckDB's (regclass …) leave as text; char(n) padded."""
         if isinstance(statement, exp.SetOperation):
             self._outputs(statement.this)
             self._outputs(statement.expression)
             return
         if not isinstance(statement, exp.Select):
             return
+        typmods = statement.meta.get("pgtypmods") or []
         items = []
-        for item in statement.expressions:
+        for i, item in enumerate(statement.expressions):
             t = _type(item)
             target = item.this if isinstance(item, exp.Alias) else item
-            wrapped = self._as_text(target, t)
+            width = typmods[i] - 4 if t == T.BPCHAR and len(typmods) == len(statement.expressions) else -1
+            wrapped = self._as_text(target, t) or _padded(target, width)
             if wrapped is not None:
                 name = item.alias if isinstance(item, exp.Alias) else (
                     item.name if isinstance(item, exp.Column) else None)
@@ -162,6 +170,14 @@ class Translator:
             return e
         if isinstance(e, exp.Collate):
             return e.this
+        if isinstance(e, exp.Literal) and not e.is_string and e.this in _FLOAT_WORDS:
+            special = exp.cast(exp.Literal.string(_FLOAT_WORDS[e.this]), "DOUBLE")
+            special.meta["nan"] = e.this == "nan"
+            return special
+        if isinstance(e, exp.Neg) and e.this.meta.get("nan"):
+            return e.this  # a NaN parameter is bound as -(nan): keep the NaN the client sent
+        if isinstance(e, exp.Literal | exp.Neg) and _type(e) in _INTEGERS:
+            _check_parameter(e, _type(e))
         if isinstance(e, exp.ByteString | exp.RawString | exp.National):
             return exp.Literal.string(e.this)
         if isinstance(e, exp.Operator):
@@ -248,10 +264,12 @@ class Translator:
         return exp.Literal.string(text)
 
     def _cast(self, e: exp.Cast) -> exp.Expression:
-        target, _ = cast_type(e.to)
+        target, typmod = cast_type(e.to)
         source = _type(e.this)
         value = e.this
         literal = isinstance(value, exp.Literal) and value.is_string
+        if target in _INTEGERS:
+            value = _integer_constant(value, target)
         if target in T.REG_TYPES:
             if literal:
                 return self._reg_literal(value.this, target)
@@ -270,14 +288,14 @@ class Translator:
             return exp.cast(value, "BIGINT")
         if source in T.REG_TYPES:
             if T.is_string(target):
-                return self._as_text(value, source) or exp.cast(value, "VARCHAR")
+                return _bounded(self._as_text(value, source) or exp.cast(value, "VARCHAR"), target, typmod)
             return exp.cast(value, "BIGINT") if source != T.REGPROC else value
         if T.is_string(target) and target not in (T.JSON, T.JSONB):
             if source in T.VECTORS:
-                return _call("pgw_vector_out", value)
+                return _bounded(_call("pgw_vector_out", value), target, typmod)
             if T.is_array(source):
-                return _call("pgw_array_out", value)
-            return exp.cast(value, "VARCHAR")
+                return _bounded(_call("pgw_array_out", value), target, typmod)
+            return _bounded(exp.cast(value, "VARCHAR"), target, typmod)
         if target in (T.JSON, T.JSONB):
             return exp.cast(value, "JSON")
         return exp.cast(value, T.duckdb_type(target))
@@ -305,8 +323,11 @@ class Translator:
         if args is None:
             return e
         n = len(args)
+        if name == "pg_sleep" and n == 1:
+            return _sleep(args[0])
         if name == "current_schemas":
             implicit = args and not (isinstance(args[0], exp.Boolean) and not args[0].this)
+            implicit = implicit and "pg_catalog" not in ctx.search_path  # named in the path: it stands there
             return _string_list((["pg_catalog"] if implicit else []) + list(ctx.search_path))
         if name == "current_setting":
             lookup = exp.select("setting").from_("pgcat.pg_settings").where(
@@ -390,6 +411,67 @@ class Translator:
         else:
             value = length
         return exp.Case(ifs=[exp.If(this=empty, true=exp.null())], default=value)
+
+
+def _bounded(text: exp.Expression, target: int, typmod: int) -> exp.Expression:
+    """An explicit cast to varchar(n) or char(n) cuts to n characters, as in PostgreSQL. char(n) is held without
+    its trailing blanks, which PostgreSQL ignores in comparisons and drops as text; it is padded as an output."""
+    if typmod < 0 or target not in (T.VARCHAR, T.BPCHAR):
+        return text
+    cut = _call("left", text, exp.Literal.number(typmod - 4))
+    return cut if target == T.VARCHAR else _call("rtrim", cut, exp.Literal.string(" "))
+
+
+def _padded(e: exp.Expression, width: int) -> exp.Expression | None:
+    """A char(n) output (`width` n, else -1), padded with blanks to n; None for any other."""
+    return None if width < 0 else _call("rpad", e, exp.Literal.number(width), exp.Literal.string(" "))
+
+
+def _sleep(seconds: exp.Expression) -> exp.Expression:
+    """pg_sleep(s): sleeps (DuckDB's pg_sleep, which a cancel interrupts), then void, which prints ''; NULL for a
+    NULL argument (the function is strict)."""
+    seconds = exp.cast(seconds, "DOUBLE")
+    slept = _call("coalesce", exp.cast(_call("pg_sleep", seconds.copy()), "VARCHAR"), exp.Literal.string(""))
+    return exp.Case(ifs=[exp.If(this=exp.Is(this=seconds, expression=exp.null()), true=exp.null())], default=slept)
+
+
+def _number(e: exp.Expression) -> decimal.Decimal | None:
+    """The value of a numeric constant (`5`, `-1.5`, `(2e9)`), None for anything else."""
+    negative = False
+    while isinstance(e, exp.Paren | exp.Neg):
+        negative ^= isinstance(e, exp.Neg)
+        e = e.this
+    if not (isinstance(e, exp.Literal) and not e.is_string and re.fullmatch(r"[0-9.eE+-]+", str(e.this))):
+        return None
+    try:
+        value = decimal.Decimal(e.this)
+    except decimal.InvalidOperation:
+        return None
+    return -value if negative else value
+
+
+def _check_parameter(e: exp.Expression, t: int) -> None:
+    """A bound integer parameter must fit its type (PostgreSQL's input function checks it at Bind)."""
+    value = _number(e)
+    label, bound = _INTEGERS[t]
+    if value is not None and not -bound <= value < bound:
+        raise error(f'value "{value}" is out of range for type {label}', "22003")
+
+
+def _integer_constant(value: exp.Expression, target: int) -> exp.Expression:
+    """A constant cast to an integer type fails now, as PostgreSQL's does (DuckDB says "Conversion Error" for
+    both kinds): text that is not an integer is 22P02, a value out of range 22003. Text becomes the number."""
+    label, bound = _INTEGERS[target]
+    if isinstance(value, exp.Literal) and value.is_string:
+        try:
+            number = parse_int(value.this, target)
+        except WireValueError as e:
+            raise error(str(e), e.sqlstate) from None
+        return exp.Literal.number(number) if number >= 0 else exp.Neg(this=exp.Literal.number(-number))
+    number = _number(value)
+    if number is not None and not -bound <= number.to_integral_value(decimal.ROUND_HALF_UP) < bound:
+        raise error(f"{label} out of range", "22003")  # numeric rounds half away from zero, as here
+    return value
 
 
 def _format(template: str, args: list[exp.Expression]) -> exp.Expression:
