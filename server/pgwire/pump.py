@@ -47,8 +47,9 @@ class Resume:
 
 
 class Pump(asyncio.Protocol):
-    """The transport's protocol once the connection is ready for queries. `conn.handle(kind, body)` answers a
-    message (False: Terminate); `closed` resolves when the connection ends (with the error that ended it)."""
+    """The transport's protocol once the connection is ready for queries. `conn.receive(kind, body)` answers a
+    message: None when done, False for Terminate, or a coroutine that finishes it; `closed` resolves when the
+    connection ends (with the error that ended it)."""
 
     def __init__(self, conn, limit: int):
         self.conn = conn
@@ -105,15 +106,15 @@ class Pump(asyncio.Protocol):
                 kind = _KINDS[buffer[pos]]
                 body = Body(bytes(buffer[pos + 5:pos + 1 + length]))
                 pos += 1 + length
-                flush = self.conn.handle_now(kind, body)
-                if flush is False:
+                coro = self.conn.receive(kind, body)
+                if coro is None:
                     continue
-                coro = self.conn.flush() if flush else self.conn.handle(kind, body)
+                if coro is False:
+                    self.end(None)
+                    break
                 try:
                     pending = coro.send(None)
-                except StopIteration as stop:
-                    if stop.value is False:
-                        self.end(None)
+                except StopIteration:
                     continue
                 self.busy = True
                 asyncio.get_running_loop().create_task(self.finish(coro, pending))
@@ -124,9 +125,7 @@ class Pump(asyncio.Protocol):
 
     async def finish(self, coro: Coroutine, pending: Any) -> None:
         try:
-            if await Resume(coro, pending) is False:
-                self.end(None)
-                return
+            await Resume(coro, pending)
         except BaseException as e:  # noqa: B036
             self.end(e)
             return

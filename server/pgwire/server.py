@@ -270,6 +270,13 @@ class Connection:
             self.out.clear()
             await asyncio.wait_for(self.drain(), 5)
 
+    def flush_now(self):
+        """Write what is pending; a coroutine to await only when the client is slow to read it."""
+        if self.out:
+            self.writer.write(bytes(self.out))
+            self.out.clear()
+        return self.drain() if self.writer.transport.get_write_buffer_size() else None
+
     async def flush(self) -> None:
         if self.out:
             self.writer.write(bytes(self.out))
@@ -472,61 +479,55 @@ class Connection:
         self.pump.take_over(self.writer.transport, buffered, reader.at_eof())
         await self.pump.closed
 
-    def handle_now(self, kind: bytes, body: Body) -> bool | None:
-        """Answer Parse, Bind or Close, which never wait, without a coroutine: True when the replies should be
-        flushed (the buffer filled); None for any other message (then `handle` it)."""
-        handler = self.immediate.get(kind)
-        if handler is None:
-            return None
-        if self.ignore_till_sync:
-            return False
-        try:
-            handler(body)
-        except (ProtocolViolation, ConnectionError):
-            raise
-        except PgError as e:
-            if e.fatal:
-                raise
-            self.report_extended(e)
-        except Exception as e:
-            self.report_extended(error_of(e, self.canceled))
-        return len(self.out) > 1 << 16
-
-    async def handle(self, kind: bytes, body: Body) -> bool:
-        """Answer one message; False for Terminate. Replies are flushed at ReadyForQuery, at Flush, and when
-        the buffer fills."""
+    def receive(self, kind: bytes, body: Body):
+        """Answer one message as far as it can be answered now: None when done, False for Terminate, else a
+        coroutine that finishes it (a statement in a worker thread, a large result, a slow reader), which the
+        pump runs before the next message. Replies are flushed at ReadyForQuery, at Flush, and when the buffer
+        fills. Why not a coroutine per message: most messages need no waiting, and each coroutine layer costs."""
         if kind == b"X":
             return False
         if self.ignore_till_sync and kind != b"S":
-            return True
-        if kind in (b"d", b"c", b"f"):  # copy messages outside COPY: ignored, as PostgreSQL does
-            return True
+            return None
         handler = self.handlers.get(kind)
         if handler is None:
+            if kind in (b"d", b"c", b"f"):  # copy messages outside COPY: ignored, as PostgreSQL does
+                return None
             if kind == b"F":  # a cycle of its own: ErrorResponse, then ReadyForQuery
-                await self.report(PgError("0A000", "function call messages are not supported"), extended=False)
-                return True
+                return self.report(PgError("0A000", "function call messages are not supported"), extended=False)
             raise ProtocolViolation(f"invalid frontend message type {kind[0]}")
         try:
-            if kind in self.immediate:
-                handler(body)
-            else:
-                await handler(body)
-        except (ProtocolViolation, ConnectionError, asyncio.IncompleteReadError):
-            raise
-        except PgError as e:
-            if e.fatal:
-                raise
-            await self.report(e, extended=kind != b"Q")
+            waiting = handler(body)
         except Exception as e:
-            await self.report(error_of(e, self.canceled), extended=kind != b"Q")
+            return self.failed(e, kind)
+        if waiting is not None:
+            return self.guarded(waiting, kind)
+        if len(self.out) > 1 << 16:
+            return self.flush()
+        return None
+
+    def failed(self, e: Exception, kind: bytes):
+        """A statement's error reported (a coroutine when it must be flushed: the simple protocol)."""
+        if isinstance(e, ProtocolViolation | ConnectionError | asyncio.IncompleteReadError):
+            raise e
+        if isinstance(e, PgError):
+            if e.fatal:
+                raise e
+        else:
+            e = error_of(e, self.canceled)
+        if kind != b"Q":
+            self.report_extended(e)
+            return None
+        return self.report(e, extended=False)
+
+    async def guarded(self, waiting, kind: bytes) -> None:
+        try:
+            await waiting
+        except Exception as e:
+            reported = self.failed(e, kind)
+            if reported is not None:
+                await reported
         if len(self.out) > 1 << 16:
             await self.flush()
-        return True
-
-    @cached_property
-    def immediate(self) -> dict:
-        return {b"P": self.on_parse, b"B": self.on_bind, b"C": self.on_close}
 
     @cached_property
     def handlers(self) -> dict:
@@ -702,23 +703,34 @@ class Connection:
             self.sent.clear()
         self.sent[key] = (owner, encoded)
 
-    async def send_rows(self, result, columns, formats, start: int, stop: int) -> None:
-        """DataRows of rows start..stop of a result: small ones encoded here (and kept, see remember), large
-        ones encoded batch by batch in worker threads while the previous batch is being sent."""
+    def rows_now(self, result, columns, formats, start: int, stop: int) -> bool:
+        """DataRows of rows start..stop of a result, if few: encoded here (and kept, see remember); False for
+        many (then `stream_rows`)."""
         oids = [c.type_oid for c in columns]
         rows = getattr(result, "rows", None)
         if rows is not None:
             self.out += encode_values(rows[start:stop], oids, formats)
-            return
+            return True
+        if (stop - start) * len(oids) > SMALL_RESULT:
+            return False
         table = result.table
-        if (stop - start) * len(oids) <= SMALL_RESULT:
-            key = (id(table), start, stop, *oids, *formats)
-            hit = self.sent.get(key)
-            if hit is None or hit[0] is not table:
-                hit = (table, bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
-                self.remember(key, table, hit[1])
-            self.out += hit[1]
-            return
+        key = (id(table), start, stop, *oids, *formats)
+        hit = self.sent.get(key)
+        if hit is None or hit[0] is not table:
+            hit = (table, bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
+            self.remember(key, table, hit[1])
+        self.out += hit[1]
+        return True
+
+    async def send_rows(self, result, columns, formats, start: int, stop: int) -> None:
+        if not self.rows_now(result, columns, formats, start, stop):
+            await self.stream_rows(result, columns, formats, start, stop)
+
+    async def stream_rows(self, result, columns, formats, start: int, stop: int, tail: bytes = b"") -> None:
+        """Many rows: encoded batch by batch in worker threads while the previous batch is being sent; then
+        `tail` (CommandComplete)."""
+        oids = [c.type_oid for c in columns]
+        table = result.table
         await self.flush()
         loop = asyncio.get_running_loop()
         pool = self.server.pool
@@ -743,6 +755,7 @@ class Connection:
                 await self.drain()
         finally:
             self.streaming = False
+        self.out += tail
 
     # ------------------------------------------------------------------------------------- extended protocol
 
@@ -781,25 +794,41 @@ class Connection:
         self.portals[portal_name] = Portal(statement, values, result_formats)
         self.out += m.BIND_COMPLETE
 
-    async def on_describe(self, body: Body) -> None:
+    def on_describe(self, body: Body):
         kind, name = body.byte(), body.cstring()
         body.end()
         if kind == ord("S"):
             statement = self.statements.get(name)
             if statement is None:
                 raise PgError("26000", f'prepared statement "{name}" does not exist')
-            oids, columns = await self.describe_statement(statement)
-            self.out += m.parameter_description(oids)
-            self.out += m.NO_DATA if columns is None else self.row_description(columns, [0] * len(columns))
+            if statement.described is None or isinstance(statement.command, Fetch):
+                return self.describe_later(statement)
+            self.describe_now(*statement.described)
         elif kind == ord("P"):
             portal = self.portal(name)
-            await self.run_portal(portal)
-            if portal.columns is None:
-                self.out += m.NO_DATA
-            else:
-                self.out += self.row_description(portal.columns, portal.column_formats(len(portal.columns)))
+            if not self.portal_ready(portal):
+                return self.describe_portal_later(portal)
+            self.describe_portal_now(portal)
         else:
             raise ProtocolViolation(f"invalid DESCRIBE message subtype {kind}")
+        return None
+
+    def describe_now(self, oids: list[int], columns: list | None) -> None:
+        self.out += m.parameter_description(oids)
+        self.out += m.NO_DATA if columns is None else self.row_description(columns, [0] * len(columns))
+
+    async def describe_later(self, statement: Statement) -> None:
+        self.describe_now(*await self.describe_statement(statement))
+
+    def describe_portal_now(self, portal: Portal) -> None:
+        if portal.columns is None:
+            self.out += m.NO_DATA
+        else:
+            self.out += self.row_description(portal.columns, portal.column_formats(len(portal.columns)))
+
+    async def describe_portal_later(self, portal: Portal) -> None:
+        await self.run_portal(portal)
+        self.describe_portal_now(portal)
 
     async def describe_statement(self, statement: Statement) -> tuple[list[int], list | None]:
         if statement.described is not None:
@@ -829,34 +858,48 @@ class Connection:
             raise PgError("34000", f'portal "{name}" does not exist')
         return portal
 
+    def portal_ready(self, portal: Portal) -> bool:
+        """True when the portal has its answer: run before, empty, or answered now from the frontend's caches
+        (a repeat: no thread, no SET to report). Else `run_portal` must run it."""
+        if portal.result is not None:
+            return True
+        statement = portal.statement
+        if statement.empty:
+            portal.result = LocalResult("")
+            return True
+        if statement.command is not None:
+            return False
+        self.canceled = False
+        results = self.answer_now(statement.sql, portal.params, statement.parameter_oids(len(portal.params)))
+        if results is None:
+            return False
+        self.keep_result(portal, results)
+        return True
+
     async def run_portal(self, portal: Portal) -> None:
         """Run the portal's statement once (at its first Describe or Execute), keeping the whole answer."""
-        if portal.result is not None:
+        if self.portal_ready(portal):
             return
         statement = portal.statement
         self.canceled = False
-        if statement.empty:
-            portal.result = LocalResult("")
-            return
-        results = None
-        if statement.command is None:
-            oids = statement.parameter_oids(len(portal.params))
-            results = self.answer_now(statement.sql, portal.params, oids)  # a repeat: no thread, no SET to report
-        if results is None:
-            before = self.status()
-            try:
-                if statement.command is not None:
-                    results = [await self.cursor_command(statement.command, portal.params, statement.sql)]
-                else:
-                    results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params,
-                                              oids)
-                    self.after_commands(results, keep=portal)
-            finally:
-                self.report_parameters()
-                self.transaction_may_have_ended(before, keep=portal)
+        before = self.status()
+        try:
+            if statement.command is not None:
+                results = [await self.cursor_command(statement.command, portal.params, statement.sql)]
+            else:
+                results = await self.work(self.frontend.execute, self.session, statement.sql, portal.params,
+                                          statement.parameter_oids(len(portal.params)))
+                self.after_commands(results, keep=portal)
+        finally:
+            self.report_parameters()
+            self.transaction_may_have_ended(before, keep=portal)
+        self.keep_result(portal, results)
+
+    def keep_result(self, portal: Portal, results: list) -> None:
         if len(results) > 1:
             raise PgError("42601", "cannot insert multiple commands into a prepared statement")
         result = results[0] if results else LocalResult("")
+        statement = portal.statement
         portal.result = result
         portal.columns = result.columns
         if result.columns is not None and statement.described and statement.described[1] is not None:
@@ -865,30 +908,42 @@ class Connection:
         if portal.columns is not None:
             portal.column_formats(len(portal.columns))  # a wrong count of result formats fails here
 
-    async def on_execute(self, body: Body) -> None:
+    def on_execute(self, body: Body):
         name = body.cstring()
         max_rows = body.int32()
         body.end()
         portal = self.portal(name)
         if portal.statement.empty:
             self.out += m.EMPTY_QUERY
-            return
+            return None
+        if not self.portal_ready(portal):
+            return self.execute_later(portal, max_rows)
+        return self.execute_now(portal, max_rows)
+
+    async def execute_later(self, portal: Portal, max_rows: int) -> None:
         await self.run_portal(portal)
+        streaming = self.execute_now(portal, max_rows)
+        if streaming is not None:
+            await streaming
+
+    def execute_now(self, portal: Portal, max_rows: int):
+        """The portal's next rows and CommandComplete or PortalSuspended; a coroutine when the rows are many."""
         result = portal.result
         for notice in getattr(result, "notices", None) or []:
             self.out += notice_message(notice)
         if portal.columns is None:
             self.out += m.command_complete(result.tag)
             portal.done = True
-            return
+            return None
         start, stop, _ = portal.fetch("forward", max_rows if max_rows > 0 else None)
-        if stop > start:
-            await self.send_rows(result, portal.columns, portal.column_formats(len(portal.columns)), start, stop)
         count = stop - start
-        if 0 < max_rows == count:
-            self.out += m.PORTAL_SUSPENDED
-        else:
-            self.out += _complete(result.tag, count)
+        tail = m.PORTAL_SUSPENDED if 0 < max_rows == count else _complete(result.tag, count)
+        if count > 0:
+            formats = portal.column_formats(len(portal.columns))
+            if not self.rows_now(result, portal.columns, formats, start, stop):
+                return self.stream_rows(result, portal.columns, formats, start, stop, tail)
+        self.out += tail
+        return None
 
     def on_close(self, body: Body) -> None:
         kind, name = body.byte(), body.cstring()
@@ -905,11 +960,11 @@ class Connection:
             raise ProtocolViolation(f"invalid CLOSE message subtype {kind}")
         self.out += m.CLOSE_COMPLETE
 
-    async def on_flush(self, body: Body) -> None:
+    def on_flush(self, body: Body):
         body.end()
-        await self.flush()
+        return self.flush_now()
 
-    async def on_sync(self, body: Body) -> None:
+    def on_sync(self, body: Body):
         body.end()
         self.ignore_till_sync = False
         status = self.status()
@@ -918,7 +973,7 @@ class Connection:
                 if not portal.holdable:
                     del self.portals[name]
         self.out += _READY[status]
-        await self.flush()
+        return self.flush_now()
 
     # --------------------------------------------------------------------------------------------- cursors
 
