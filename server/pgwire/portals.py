@@ -71,7 +71,7 @@ class Statement:
                 or (described[i] if i < len(described) else 0) for i in range(count)]
 
 
-@dataclass
+@dataclass(slots=True)
 class Portal:
     statement: Statement
     params: list

@@ -538,6 +538,11 @@ def text_column(arr: pa.Array, oid: int) -> pa.Array:
 def text_value(v, oid: int = 0) -> str:
     """A Python value in PostgreSQL's text output format (for `oid`, when given: a naive timestamp sent as
     timestamptz gets its +00)."""
+    kind = type(v)
+    if kind is int:  # the common cases first: one type check, not ten
+        return str(v)
+    if kind is str:
+        return v
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, float):
