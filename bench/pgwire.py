@@ -13,13 +13,15 @@
    REST and the wire protocol in one process, over one Runtime);
 4. times, with psycopg 3 (one connection, as an application would), each side `--runs` times (sides take turns
    going first; the median is reported):
-   - 1000 × `SELECT 1` (simple protocol) and 1000 × `SELECT %s::int` (extended protocol; psycopg prepares
-     the statement from the 5th call);
+   - 1000 × `SELECT 1` and 1000 × `SELECT %s::int` as psycopg sends them by default (prepared from the 5th
+     call: Bind/Describe/Execute/Sync), and never prepared (`prepare=False`: `SELECT 1` as a simple-protocol
+     Query, `SELECT %s::int` as unnamed Parse/Bind/Describe/Execute/Sync);
    - fetching every row of `wide` (Phloem: `SELECT id, customer, amount, created_at, day, is_even FROM wide`, a
      semantic query; PostgreSQL: the same columns of `phloem_bench.wide`) in text and in binary;
    - fetching the same shape computed from `generate_series` (the same SQL on both sides);
    - 100 × a metric question (profit and margin by channel and month): over the wire, over REST
-     (`POST /api/v1/query`, httpx keep-alive, JSON), and PostgreSQL serving its answer table;
+     (`POST /api/v1/query`, httpx keep-alive, JSON), and PostgreSQL serving its answer table (`--runs` times
+     each, taking turns);
    and checks that each side returned the same rows;
 5. prints the table and writes bench/results/pgwire-<rows>.json.
 
@@ -170,18 +172,20 @@ class Server:
 
 # ------------------------------------------------------------------------------------------------ measuring
 
-def round_trips(dsn: str, n: int, extended: bool) -> float:
+def round_trips(dsn: str, n: int, extended: bool, prepare: bool | None = None) -> float:
+    """`prepare=None`: psycopg's default (prepared from the 5th run); False: never (a parameterless statement
+    then goes as a simple-protocol Query message, a parameterized one as unnamed Parse/Bind/Execute)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.cursor()
         cur.execute("SELECT 1").fetchone()  # connection warm
         started = time.perf_counter()
         if extended:
             for i in range(n):
-                cur.execute("SELECT %s::int", (i,))
+                cur.execute("SELECT %s::int", (i,), prepare=prepare)
                 cur.fetchone()
         else:
             for _ in range(n):
-                cur.execute("SELECT 1")
+                cur.execute("SELECT 1", prepare=prepare)
                 cur.fetchone()
         return time.perf_counter() - started
 
@@ -245,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         phloem, postgres = server.dsn, args.pg_dsn
         n, rows = args.roundtrips, args.rows
         cases = {
-            f"{n} × SELECT 1 (simple)": (lambda d: round_trips(d, n, False), lambda d: round_trips(d, n, False)),
-            f"{n} × SELECT %s::int (extended)": (lambda d: round_trips(d, n, True), lambda d: round_trips(d, n, True)),
+            f"{n} × SELECT 1": (lambda d: round_trips(d, n, False), lambda d: round_trips(d, n, False)),
+            f"{n} × SELECT %s::int": (lambda d: round_trips(d, n, True), lambda d: round_trips(d, n, True)),
+            f"{n} × SELECT 1, simple protocol": (lambda d: round_trips(d, n, False, False),
+                                                 lambda d: round_trips(d, n, False, False)),
+            f"{n} × SELECT %s::int, unprepared": (lambda d: round_trips(d, n, True, False),
+                                                   lambda d: round_trips(d, n, True, False)),
             f"{rows:,} rows of a table, text": (
                 lambda d: fetch_all(d, f"SELECT {COLUMNS} FROM wide", False, rows),
                 lambda d: fetch_all(d, f"SELECT {COLUMNS} FROM phloem_bench.wide", False, rows)),
@@ -274,9 +282,16 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{name}: phloem {timings['phloem'][0]:.3f} s, postgres {timings['postgres'][0]:.3f} s")
 
         q = args.metric_queries
-        wire_s, wire_rows = metric_wire(phloem, q, METRIC_SQL)
-        pg_s, pg_rows = metric_wire(postgres, q, "SELECT * FROM phloem_bench.answer ORDER BY 1, 2")
-        http_s, _ = metric_http(server.url, q)
+        wire, pg, http = [], [], []
+        for i in range(args.runs):  # sides take turns going first; medians
+            sides = [(wire, lambda: metric_wire(phloem, q, METRIC_SQL)),
+                     (pg, lambda: metric_wire(postgres, q, "SELECT * FROM phloem_bench.answer ORDER BY 1, 2")),
+                     (http, lambda: metric_http(server.url, q))]
+            for times, measure in sides[i % 3:] + sides[:i % 3]:
+                times.append(measure())
+        wire_s, wire_rows = statistics.median(t for t, _ in wire), wire[0][1]
+        pg_s, pg_rows = statistics.median(t for t, _ in pg), pg[0][1]
+        http_s = statistics.median(t for t, _ in http)
         expected = [tuple(r.values()) for r in answer.to_pylist()]
         if wire_rows != expected:
             mismatches.append("metric query over the wire differs from project.query")
@@ -284,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                                            for c, m, p, g in expected]:
             mismatches.append("PostgreSQL's answer table differs from project.query")
         results.append({"case": f"{q} × metric query (wire vs PostgreSQL table)", "phloem_s": wire_s,
-                        "postgres_s": pg_s, "http_s": http_s, "rows": len(expected)})
+                        "postgres_s": pg_s, "http_s": http_s, "rows": len(expected),
+                        "phloem_runs": [t for t, _ in wire], "postgres_runs": [t for t, _ in pg],
+                        "http_runs": [t for t, _ in http]})
         console.print(f"metric query: wire {wire_s:.3f} s, http {http_s:.3f} s, postgres {pg_s:.3f} s")
     finally:
         if server is not None:
