@@ -974,7 +974,7 @@ class _Plan:
         if len(params) < len(self.types):
             raise error(f"bind message supplies {len(params)} parameters, but the statement requires "
                         f"{len(self.types)}", "08P01")
-        return [_coerce(v, t) for v, t in zip(params, self.types, strict=False)]
+        return [v if type(v) is not str else _coerce(v, t) for v, t in zip(params, self.types, strict=False)]
 
     def answer_now(self, params: list) -> Result | None:
         if self.result is not None:
@@ -982,8 +982,7 @@ class _Plan:
         if self.template is not None:
             columns, items = self.template
             values = self.values(params)
-            return RowResult(columns, [tuple(_in_range(values[i], c.type_oid) for c, i in zip(columns, items,
-                                                                                               strict=True))])
+            return RowResult(columns, [tuple([_in_range(values[i], c.type_oid) for c, i in zip(columns, items, strict=True)])])
         if self.route == "semantic":
             answer = self.version.sql.cached_run(self.rewritten, self.values(params))
             if answer is None:

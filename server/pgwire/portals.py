@@ -66,6 +66,9 @@ class Statement:
 
     def parameter_oids(self, count: int) -> list[int]:
         """The OID of each of `count` parameters: Parse's where given, else the described one, else 0."""
+        given = self.param_oids
+        if count == len(given) and 0 not in given:  # every type declared at Parse (psycopg, pgjdbc): as given
+            return given
         described = self.described[0] if self.described else []
         return [(self.param_oids[i] if i < len(self.param_oids) else 0)
                 or (described[i] if i < len(described) else 0) for i in range(count)]

@@ -786,12 +786,17 @@ def encode_small(table: pa.Table, oids: Sequence[int], formats: Sequence[int]) -
 
 def encode_values(rows, oids: Sequence[int], formats: Sequence[int]) -> bytes:
     """The DataRows of rows of Python values (what the door computed itself needs no Arrow to be sent)."""
-    encoders = [binary_value if fmt == 1 else _text_bytes for fmt in formats]
+    columns = list(zip([binary_value if fmt == 1 else _text_bytes for fmt in formats], oids, strict=True))
     out = []
     count = len(oids)
     for values in rows:
-        row = [None if v is None else encode(v, oid) for v, encode, oid in zip(values, encoders, oids, strict=True)]
-        cells = [b"\xff\xff\xff\xff" if v is None else _LENGTH.pack(len(v)) + v for v in row]
+        cells = []
+        for v, (encode, oid) in zip(values, columns, strict=True):
+            if v is None:
+                cells.append(b"\xff\xff\xff\xff")
+            else:
+                v = encode(v, oid)
+                cells.append(_LENGTH.pack(len(v)) + v)
         body = b"".join(cells)
         out.append(_ROW_HEADER.pack(b"D", 6 + len(body), count) + body)
     return b"".join(out)
