@@ -933,7 +933,8 @@ def _duckdb_error(e: duckdb.Error) -> QueryError:
 _SEMANTIC_STATES = (("unknown table", "42P01"), ("has no column", "42703"), ("unknown dimension", "42703"),
                     ("has no dimension", "42703"), ("unknown metric", "42703"), ("does not parse", "42601"),
                     ("read-only", READ_ONLY), ("not supported", "0A000"), ("must appear in GROUP BY", "42803"),
-                    ("parameter", "08P01"), ("not accepted", "0A000"), ("failed", "42000"))
+                    ("parameter", "08P01"), ("not accepted", "0A000"), ("out of range", "22003"),
+                    ("conversion error", "22P02"), ("failed", "42000"))
 
 
 def _sqlstate(e: PhloemError) -> str:

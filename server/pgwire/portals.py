@@ -85,6 +85,7 @@ class Portal:
     holdable: bool = False  # survives the end of its transaction (WITH HOLD)
     is_cursor: bool = False  # made by DECLARE
     done: bool = False  # a command portal that has completed
+    raw: tuple | None = None  # (values, formats) of binary parameters still to be read by the statement's types
 
     def column_formats(self, count: int) -> list[int]:
         if not self.formats:

@@ -787,11 +787,15 @@ class Connection:
         if statement.described is not None and len(statement.described[0]) != n_params:
             raise PgError("08P01", f'bind message supplies {n_params} parameters, but prepared statement '
                                    f'"{statement_name}" requires {len(statement.described[0])}')
+        raw = None
         if n_params:
             oids = statement.parameter_oids(n_params)
             fmts = formats * n_params if n_formats == 1 else (formats or [0] * n_params)
-            values = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
-        self.portals[portal_name] = Portal(statement, values, result_formats)
+            if any(f == 1 and oid == 0 for oid, f in zip(oids, fmts, strict=True)):
+                raw = (values, fmts)  # binary of a type the statement decides: read once it is described
+            else:
+                values = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
+        self.portals[portal_name] = Portal(statement, values, result_formats, raw=raw)
         self.out += m.BIND_COMPLETE
 
     def on_describe(self, body: Body):
@@ -863,6 +867,8 @@ class Connection:
         (a repeat: no thread, no SET to report). Else `run_portal` must run it."""
         if portal.result is not None:
             return True
+        if portal.raw is not None:
+            return False
         statement = portal.statement
         if statement.empty:
             portal.result = LocalResult("")
@@ -878,6 +884,14 @@ class Connection:
 
     async def run_portal(self, portal: Portal) -> None:
         """Run the portal's statement once (at its first Describe or Execute), keeping the whole answer."""
+        if portal.raw is not None:  # binary parameters without a type: the statement's types read them
+            values, fmts = portal.raw
+            oids, _ = await self.describe_statement(portal.statement)
+            if len(oids) != len(values):
+                raise PgError("08P01", f"bind message supplies {len(values)} parameters, but the statement "
+                                       f"requires {len(oids)}")
+            portal.params = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
+            portal.raw = None
         if self.portal_ready(portal):
             return
         statement = portal.statement

@@ -32,7 +32,20 @@ def _sandbox() -> duckdb.DuckDBPyConnection:
 
 
 def to_sql(statement: exp.Expression) -> str:
-    return statement.sql(dialect=DIALECT)
+    return statement.transform(_bounded_strings, copy=True).sql(dialect=DIALECT)
+
+
+_BOUNDED = {exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR, exp.DataType.Type.NCHAR, exp.DataType.Type.NVARCHAR}
+
+
+def _bounded_strings(node: exp.Expression) -> exp.Expression:
+    """`x::varchar(2)` cuts x to 2 characters, as PostgreSQL does (DuckDB ignores the length)."""
+    if isinstance(node, exp.Cast) and node.to.this in _BOUNDED and node.to.expressions:
+        size = node.to.expressions[0]
+        value = size.this if isinstance(size, exp.DataTypeParam) else size
+        if isinstance(value, exp.Literal) and not value.is_string:
+            return exp.func("left", exp.cast(node.this, "VARCHAR"), exp.Literal.number(int(value.this)))
+    return node
 
 
 def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None) -> pa.Table:

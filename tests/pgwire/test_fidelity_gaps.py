@@ -233,3 +233,15 @@ def test_psycopg_float_parameters_round_trip(ours, binary):
     nan8, nan4 = ours.execute("SELECT %s::float8, %s::float4", (float("nan"),) * 2, binary=binary).fetchone()
     assert nan8 != nan8 and nan4 != nan4
     assert ours.execute("SELECT %s::float8", ("Infinity",), binary=binary).fetchone() == (float("inf"),)
+
+
+# ------------------------------------------------------------------------------------- in semantic statements
+
+def test_semantic_statements_cut_bounded_strings_and_say_22003(ours, theirs):
+    """The same rules around a metric query (the outer step runs in DuckDB)."""
+    row = ours.execute("SELECT 'abc'::varchar(2) AS x, channel::varchar(1) AS c, MEASURE(orders) AS n "
+                       "FROM orders GROUP BY channel ORDER BY channel LIMIT 1").fetchone()
+    assert row[:2] == ("ab", theirs.execute("SELECT 'app'::varchar(1)").fetchone()[0])
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        ours.execute("SELECT channel, MEASURE(orders) FROM orders GROUP BY 1 HAVING MEASURE(orders) > %s::int",
+                     ("99999999999",))

@@ -192,6 +192,23 @@ def test_binary_parameters_and_results_by_hand(pg):
         assert struct.unpack("!h", row_description[-2:]) == (1,)  # the column's format code: binary
 
 
+@pytest.mark.parametrize("sql, value, want", [
+    ("SELECT $1::int + 1 AS n", struct.pack("!i", 41), struct.pack("!i", 42)),
+    ("SELECT $1::float8 * 2 AS x", struct.pack("!d", 1.25), struct.pack("!d", 2.5)),
+    ("SELECT MEASURE(orders) > $1::bigint AS many FROM orders", struct.pack("!q", 1), b"\x01"),
+])
+def test_binary_parameters_without_a_type_are_read_as_the_statement_types_them(pg, sql, value, want):
+    """libpq's PQexecParams with paramTypes NULL: PostgreSQL infers the type, then reads the binary value."""
+    with Raw(pg.port) as c:
+        c.startup()
+        c.parse(sql, oids=(0,))
+        c.bind(params=(value,), formats=(1,), result_formats=(1,))
+        c.execute()
+        messages = c.sync()
+        assert kinds(messages) == b"12DCZ", messages
+        assert data_rows(messages) == [[want]]
+
+
 def test_bind_errors_are_statement_errors(pg):
     with Raw(pg.port) as c:
         c.startup()
