@@ -161,3 +161,31 @@ def test_explain_shows_the_rollup_each_leaf_read_and_why_not_the_others(client):
     assert (daily["grain"], daily["partition"], daily["refresh"], daily["incremental"]) == ("day", "month", "1 hour",
                                                                                              "1 month")
     assert daily["built"]["rows"] > 0 and daily["built"]["current"] and not daily["built"]["behind"]
+
+
+def test_a_repeat_is_a_cache_hit_and_a_rebuild_is_not_served_stale(tmp_path):
+    """Hits are answered from the result cache (and the body kept for the same answer); a build with new data
+    empties the cache, so the next repeat has the new numbers — checked against SQL over the raw table."""
+    from semantic.demo import create
+    from server.app import create_app
+    from tests.server.conftest import LiveServer
+
+    create(tmp_path / "shop", scale=500)
+    app = create_app(tmp_path / "shop")
+    project = app.state.runtime.project
+    project.build()
+    by_channel = {"metrics": ["orders"], "dimensions": ["channel"], "order_by": ["channel"]}
+    sql = {"sql": "SELECT channel, MEASURE(orders) AS orders FROM metrics GROUP BY 1 ORDER BY 1"}
+
+    def hand() -> list[list]:
+        return [list(r) for r in project.engine.rows("SELECT channel, count(*) FROM raw.orders GROUP BY 1 ORDER BY 1")]
+
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+        for path, body in (("/api/v1/query", by_channel), ("/api/v1/sql", sql)):
+            first, again = client.post(path, json=body), client.post(path, json=body)
+            assert again.headers["X-Phloem-Cache"] == "hit" and again.json()["rows"] == first.json()["rows"] == hand()
+        project.engine.execute("DELETE FROM raw.orders WHERE channel = 'web' AND order_id % 3 = 0")
+        project.build(force=True)
+        after = [client.post(path, json=body) for path, body in (("/api/v1/query", by_channel), ("/api/v1/sql", sql))]
+        assert after[0].headers["X-Phloem-Cache"] == "miss"  # (the SQL door's query is then the same: a hit)
+        assert after[0].json()["rows"] == after[1].json()["rows"] == hand() != first.json()["rows"]
