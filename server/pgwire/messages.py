@@ -65,6 +65,11 @@ class Body:
         self.pos = end + 1
         return chunk
 
+    def skip_empty(self) -> str:
+        """An empty string (its terminator already checked by the caller): the unnamed portal or statement."""
+        self.pos += 1
+        return ""
+
     def cstring(self) -> str:
         raw = self.cstring_bytes()
         try:

@@ -110,6 +110,9 @@ class Portal:
     def fetch(self, direction: str, count: int | None) -> tuple[int, int, int]:
         """Move as FETCH would; returns (start, stop, step) of the rows passed over (0-based, stop exclusive)."""
         n, pos = self.rows, self.pos
+        if count is None and direction == "forward":  # Execute without a row limit: all that is left
+            self.pos = n + 1
+            return min(pos, n), n, 1
         if direction == "forward" and count == 0:
             direction = "relative"
         if direction == "backward" and count == 0:

@@ -92,21 +92,21 @@ class Pump(asyncio.Protocol):
 
     def process(self) -> None:
         """Answer every complete message in the buffer, in order, until one has to wait."""
-        buffer, pos = self.buffer, 0
+        buffer, pos, size = self.buffer, 0, len(self.buffer)
+        receive, unpack, limit, closed = self.conn.receive, _I32.unpack_from, self.limit, self.closed
         try:
-            while not self.busy and not self.closed.done():
-                avail = len(buffer) - pos
-                if avail < 5:
+            while not self.busy and not closed.done():
+                if size - pos < 5:
                     break
-                (length,) = _I32.unpack_from(buffer, pos + 1)
-                if length < 4 or length > self.limit:
+                (length,) = unpack(buffer, pos + 1)
+                if length < 4 or length > limit:
                     raise ProtocolViolation(f"invalid message length {length}")
-                if avail < length + 1:
+                if size - pos <= length:
                     break
                 kind = _KINDS[buffer[pos]]
                 body = Body(bytes(buffer[pos + 5:pos + 1 + length]))
                 pos += 1 + length
-                coro = self.conn.receive(kind, body)
+                coro = receive(kind, body)
                 if coro is None:
                     continue
                 if coro is False:

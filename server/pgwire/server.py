@@ -623,8 +623,12 @@ class Connection:
 
     def answer_now(self, sql: str, params, oids):
         """The frontend's answer without a worker thread when it has one at hand (a repeat), else None."""
-        answer_now = getattr(self.frontend, "answer_now", None)
+        answer_now = self._answer_now
         return answer_now(self.session, sql, params, oids) if answer_now is not None else None
+
+    @cached_property
+    def _answer_now(self):
+        return getattr(self.frontend, "answer_now", None)
 
     async def work(self, fn, *args):
         """Run a statement's blocking work in the pool, reachable by CancelRequest."""
@@ -714,7 +718,7 @@ class Connection:
         if (stop - start) * len(oids) > SMALL_RESULT:
             return False
         table = result.table
-        key = (id(table), start, stop, *oids, *formats)
+        key = (id(table), start, stop, tuple(oids), tuple(formats))
         hit = self.sent.get(key)
         if hit is None or hit[0] is not table:
             hit = (table, bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
@@ -772,7 +776,8 @@ class Connection:
         self.out += m.PARSE_COMPLETE
 
     def on_bind(self, body: Body) -> None:
-        portal_name, statement_name = body.cstring(), body.cstring()
+        portal_name = body.skip_empty() if body.data[:1] == b"\0" else body.cstring()
+        statement_name = body.cstring()
         formats, values, result_formats = bind_lists(body)
         n_formats, n_params = len(formats), len(values)
         if (formats or result_formats) and not {*formats, *result_formats} <= {0, 1}:
@@ -791,7 +796,7 @@ class Connection:
         if n_params:
             oids = statement.parameter_oids(n_params)
             fmts = formats * n_params if n_formats == 1 else (formats or [0] * n_params)
-            if any(f == 1 and oid == 0 for oid, f in zip(oids, fmts, strict=True)):
+            if 1 in fmts and 0 in oids and any(f == 1 and oid == 0 for oid, f in zip(oids, fmts, strict=True)):
                 raw = (values, fmts)  # binary of a type the statement decides: read once it is described
             else:
                 values = [decode_param(v, oid, f) for v, oid, f in zip(values, oids, fmts, strict=True)]
@@ -1062,13 +1067,18 @@ class _SizedColumn:
     type_modifier: int
 
 
+@functools.lru_cache(maxsize=64)
+def _int16s(n: int) -> struct.Struct:
+    return struct.Struct(f"!{n}h")
+
+
 def bind_lists(body: Body) -> tuple[list[int], list[bytes | None], list[int]]:
     """Bind's parameter formats, parameter values and result formats, read with struct (Bind is in every
     extended-protocol round trip)."""
     data, pos = body.data, body.pos
     try:
         (n,) = _I16.unpack_from(data, pos)
-        formats = list(struct.unpack_from(f"!{n}h", data, pos + 2)) if n > 0 else []
+        formats = list(_int16s(n).unpack_from(data, pos + 2)) if n > 0 else []
         pos += 2 + 2 * max(n, 0)
         (count,) = _I16.unpack_from(data, pos)
         pos += 2
@@ -1088,7 +1098,7 @@ def bind_lists(body: Body) -> tuple[list[int], list[bytes | None], list[int]]:
         (n,) = _I16.unpack_from(data, pos)
         if n < 0:
             raise ProtocolViolation("invalid count in bind message")
-        results = list(struct.unpack_from(f"!{n}h", data, pos + 2)) if n else []
+        results = list(_int16s(n).unpack_from(data, pos + 2)) if n else []
         pos += 2 + 2 * n
     except struct.error:
         raise ProtocolViolation("insufficient data left in message") from None

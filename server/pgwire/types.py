@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import re
@@ -786,7 +787,7 @@ def encode_small(table: pa.Table, oids: Sequence[int], formats: Sequence[int]) -
 
 def encode_values(rows, oids: Sequence[int], formats: Sequence[int]) -> bytes:
     """The DataRows of rows of Python values (what the door computed itself needs no Arrow to be sent)."""
-    columns = list(zip([binary_value if fmt == 1 else _text_bytes for fmt in formats], oids, strict=True))
+    columns = _encoders(tuple(oids), tuple(formats))
     out = []
     count = len(oids)
     for values in rows:
@@ -800,6 +801,11 @@ def encode_values(rows, oids: Sequence[int], formats: Sequence[int]) -> bytes:
         body = b"".join(cells)
         out.append(_ROW_HEADER.pack(b"D", 6 + len(body), count) + body)
     return b"".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoders(oids: tuple[int, ...], formats: tuple[int, ...]) -> tuple:
+    return tuple(zip([binary_value if fmt == 1 else _text_bytes for fmt in formats], oids, strict=True))
 
 
 def _text_bytes(v, oid: int) -> bytes:
