@@ -379,9 +379,12 @@ class Frontend:
         """`execute`'s results when caches hold them (a statement this session ran before: a constant, or a
         metric query in the result cache), computed in microseconds on the caller's thread; else None (then
         call `execute`, in a worker). Why: a thread hop alone costs ~100 µs, PostgreSQL answers in ~60."""
-        n = len(params) if params else 0
-        key = (sql, tuple(param_oids)) if n and len(param_oids) == n and 0 not in param_oids else \
-            _plan_key(sql, params, param_oids)
+        if not params:
+            key = (sql, ())
+        elif len(param_oids) == len(params) and 0 not in param_oids:
+            key = (sql, tuple(param_oids))
+        else:
+            key = _plan_key(sql, params, param_oids)
         plan = session.plans.get(key)
         if plan is None or plan.version is not self._version or plan.version.project is not self.runtime.project \
                 or session.status == "E" or not session.lock.acquire(blocking=False):

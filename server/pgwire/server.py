@@ -710,19 +710,19 @@ class Connection:
     def rows_now(self, result, columns, formats, start: int, stop: int) -> bool:
         """DataRows of rows start..stop of a result, if few: encoded here (and kept, see remember); False for
         many (then `stream_rows`)."""
-        oids = [c.type_oid for c in columns]
         rows = getattr(result, "rows", None)
         if rows is not None:
-            self.out += encode_values(rows[start:stop], oids, formats)
+            self.out += encode_values(rows[start:stop], [c.type_oid for c in columns], formats)
             return True
-        if (stop - start) * len(oids) > SMALL_RESULT:
+        if (stop - start) * len(columns) > SMALL_RESULT:
             return False
         table = result.table
-        key = (id(table), start, stop, tuple(oids), tuple(formats))
+        key = (id(table), id(columns), start, stop, *formats)
         hit = self.sent.get(key)
-        if hit is None or hit[0] is not table:
-            hit = (table, bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
-            self.remember(key, table, hit[1])
+        if hit is None or hit[0][0] is not table or hit[0][1] is not columns:
+            oids = [c.type_oid for c in columns]
+            hit = ((table, columns), bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
+            self.remember(key, hit[0], hit[1])
         self.out += hit[1]
         return True
 
@@ -804,7 +804,8 @@ class Connection:
         self.out += m.BIND_COMPLETE
 
     def on_describe(self, body: Body):
-        kind, name = body.byte(), body.cstring()
+        kind = body.byte()
+        name = body.skip_empty() if body.data[1:2] == b"\0" else body.cstring()
         body.end()
         if kind == ord("S"):
             statement = self.statements.get(name)
@@ -928,7 +929,7 @@ class Connection:
             portal.column_formats(len(portal.columns))  # a wrong count of result formats fails here
 
     def on_execute(self, body: Body):
-        name = body.cstring()
+        name = body.skip_empty() if body.data[:1] == b"\0" else body.cstring()
         max_rows = body.int32()
         body.end()
         portal = self.portal(name)
@@ -948,8 +949,10 @@ class Connection:
     def execute_now(self, portal: Portal, max_rows: int):
         """The portal's next rows and CommandComplete or PortalSuspended; a coroutine when the rows are many."""
         result = portal.result
-        for notice in getattr(result, "notices", None) or []:
-            self.out += notice_message(notice)
+        notices = getattr(result, "notices", None)
+        if notices:
+            for notice in notices:
+                self.out += notice_message(notice)
         if portal.columns is None:
             self.out += m.command_complete(result.tag)
             portal.done = True
