@@ -69,21 +69,20 @@ class Compiler:
                                               settings.materialization.schema_)
         return matcher
 
-    def _key(self, query: Query, use_rollups: bool) -> tuple[tuple, str]:
+    def _key(self, query: Query, use_rollups: bool, matcher: Matcher | None) -> tuple[tuple, str]:
         """The plan cache's key, and the rollup catalog version the plan is made against."""
-        matcher = self.matcher() if use_rollups else None
         catalog = matcher.catalog.version if matcher else ""
         return (self.model.version, self.dialect, (query.key(), catalog) if use_rollups else (query.key(), None)), catalog
 
     def cached(self, query: Query, use_rollups: bool = True) -> Compiled | None:
         """The query's plan if it was compiled before, else None (never plans: callers that must not block)."""
-        key, _ = self._key(query, use_rollups)
+        key, _ = self._key(query, use_rollups, self.matcher() if use_rollups else None)
         with self._lock:
             return self.cache.get(key)
 
     def compile(self, query: Query, use_rollups: bool = True) -> Compiled:
         matcher = self.matcher() if use_rollups else None
-        key, catalog = self._key(query, use_rollups)
+        key, catalog = self._key(query, use_rollups, matcher)
         with self._lock:
             hit = self.cache.get(key)
         if hit is not None:
