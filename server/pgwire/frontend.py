@@ -816,8 +816,8 @@ def _literal(value, t: int) -> exp.Expression:
         return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
     if isinstance(value, dt.date):
         return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return exp.Literal.string(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, bytes | bytearray | memoryview):  # any bytes, not only UTF-8: as hex, unhexed by DuckDB
+        return exp.func("unhex", exp.Literal.string(bytes(value).hex()))
     return exp.Literal.string(str(value))
 
 
@@ -1002,7 +1002,7 @@ class _Plan:
 
 
 # parameter types a template passes through as they are (their Arrow type holds the coerced value exactly)
-_PASSED = {T.INT2, T.INT4, T.INT8, T.TEXT, T.VARCHAR, T.BOOL, T.FLOAT8}
+_PASSED = {T.INT2, T.INT4, T.INT8, T.TEXT, T.VARCHAR, T.BOOL, T.FLOAT8, T.BYTEA}
 
 
 def _template(statement: exp.Expression, outputs: list, types: list[int]) -> tuple | None:

@@ -116,11 +116,12 @@ def test_psycopg_parameters_of_every_type_round_trip(pg, placeholder, binary):
     assert list(row) == [v for v, _ in VALUES]
 
 
-@pytest.mark.xfail(reason="frontend: a bytea parameter that is not UTF-8 becomes a text literal", strict=False)
 @pytest.mark.parametrize("placeholder", ["%t", "%b"])
 def test_psycopg_binary_safe_bytea_parameter(pg, placeholder):
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        assert conn.execute(f"SELECT {placeholder}::bytea", (b"\x00\xff\x80",)).fetchone() == (b"\x00\xff\x80",)
+        for _ in range(3):  # the first run binds a literal, repeats pass the value through
+            assert conn.execute(f"SELECT {placeholder}::bytea", (b"\x00\xff\x80",), prepare=True).fetchone() \
+                == (b"\x00\xff\x80",)
 
 
 @pytest.mark.parametrize("placeholder", ["%t", "%b"])
