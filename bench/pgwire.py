@@ -31,6 +31,7 @@ Only loopback addresses are used. Exit status 1 if any answer differed.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -219,6 +220,36 @@ def metric_http(url: str, n: int) -> tuple[float, list]:
         return time.perf_counter() - started, first.json()["rows"]
 
 
+def metric_curl(url: str, n: int) -> tuple[float, list] | None:
+    """The same REST requests from libcurl (pycurl, when installed): a C client, as psycopg's libpq is, so the
+    figure is mostly the server's; httpx spends about as long again in Python per request."""
+    try:
+        import pycurl
+    except ImportError:
+        return None
+    curl = pycurl.Curl()
+    curl.setopt(pycurl.URL, f"{url}/api/v1/query")
+    curl.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json"])
+    curl.setopt(pycurl.POSTFIELDS, json.dumps(QUESTION))
+
+    def post() -> bytes:
+        sink = io.BytesIO()
+        curl.setopt(pycurl.WRITEDATA, sink)
+        curl.perform()
+        if curl.getinfo(pycurl.RESPONSE_CODE) != 200:
+            raise RuntimeError(sink.getvalue().decode())
+        return sink.getvalue()
+
+    try:
+        rows = json.loads(post())["rows"]
+        started = time.perf_counter()
+        for _ in range(n):
+            json.loads(post())
+        return time.perf_counter() - started, rows
+    finally:
+        curl.close()
+
+
 def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
     times = [measure() for _ in range(runs)]
     return statistics.median(times), times
@@ -282,16 +313,20 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"{name}: phloem {timings['phloem'][0]:.3f} s, postgres {timings['postgres'][0]:.3f} s")
 
         q = args.metric_queries
-        wire, pg, http = [], [], []
+        wire, pg, http, curl = [], [], [], []
         for i in range(args.runs):  # sides take turns going first; medians
             sides = [(wire, lambda: metric_wire(phloem, q, METRIC_SQL)),
                      (pg, lambda: metric_wire(postgres, q, "SELECT * FROM phloem_bench.answer ORDER BY 1, 2")),
-                     (http, lambda: metric_http(server.url, q))]
-            for times, measure in sides[i % 3:] + sides[:i % 3]:
+                     (http, lambda: metric_http(server.url, q)), (curl, lambda: metric_curl(server.url, q))]
+            for times, measure in sides[i % 4:] + sides[:i % 4]:
                 times.append(measure())
+        curl = [c for c in curl if c is not None]
         wire_s, wire_rows = statistics.median(t for t, _ in wire), wire[0][1]
         pg_s, pg_rows = statistics.median(t for t, _ in pg), pg[0][1]
         http_s = statistics.median(t for t, _ in http)
+        curl_s = statistics.median(t for t, _ in curl) if curl else None
+        if any(rows != http[0][1] for _, rows in curl):
+            mismatches.append("REST over libcurl differs from REST over httpx")
         expected = [tuple(r.values()) for r in answer.to_pylist()]
         if wire_rows != expected:
             mismatches.append("metric query over the wire differs from project.query")
@@ -299,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
                                            for c, m, p, g in expected]:
             mismatches.append("PostgreSQL's answer table differs from project.query")
         results.append({"case": f"{q} × metric query (wire vs PostgreSQL table)", "phloem_s": wire_s,
-                        "postgres_s": pg_s, "http_s": http_s, "rows": len(expected),
+                        "postgres_s": pg_s, "http_s": http_s, "curl_s": curl_s, "rows": len(expected),
                         "phloem_runs": [t for t, _ in wire], "postgres_runs": [t for t, _ in pg],
-                        "http_runs": [t for t, _ in http]})
-        console.print(f"metric query: wire {wire_s:.3f} s, http {http_s:.3f} s, postgres {pg_s:.3f} s")
+                        "http_runs": [t for t, _ in http], "curl_runs": [t for t, _ in curl]})
+        console.print(f"metric query: wire {wire_s:.3f} s, http {http_s:.3f} s (libcurl: "
+                      f"{'-' if curl_s is None else f'{curl_s:.3f}'} s), postgres {pg_s:.3f} s")
     finally:
         if server is not None:
             server.stop()
@@ -311,13 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
     table = Table(title=f"Phloem's wire protocol vs PostgreSQL 15 (psycopg {psycopg.__version__}, same machine)")
-    for col in ("measurement", "Phloem s", "PostgreSQL s", "Phloem / PostgreSQL", "REST s"):
+    for col in ("measurement", "Phloem s", "PostgreSQL s", "Phloem / PostgreSQL", "REST s (httpx / libcurl)"):
         table.add_column(col, justify="left" if col == "measurement" else "right")
     for r in results:
         ratio = r["phloem_s"] / r["postgres_s"]
         style = "green" if ratio <= 1.5 else "red"
         table.add_row(r["case"], f"{r['phloem_s']:.3f}", f"{r['postgres_s']:.3f}", f"[{style}]{ratio:.2f}×[/{style}]",
-                      f"{r['http_s']:.3f}" if "http_s" in r else "")
+                      f"{r['http_s']:.3f} / {'-' if r.get('curl_s') is None else format(r['curl_s'], '.3f')}"
+                      if "http_s" in r else "")
     console.print(table)
     for problem in mismatches:
         console.print(f"[red]!!! {problem}[/red]")
