@@ -141,3 +141,28 @@ def test_a_repeated_metric_query_follows_a_rebuild(make_demo, tmp_path):
 def hand_counts(runtime) -> list[tuple]:
     table = runtime.project.engine.arrow(HAND)
     return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def test_a_client_that_stops_reading_holds_back_only_its_own_rows(pg):
+    """A large answer to a client that does not read: the server sends while the socket takes it, then waits
+    (its write buffer stays bounded), other connections are answered meanwhile, and nothing is lost."""
+    import time
+
+    from wire_server import Raw, data_rows, kinds
+
+    rows = 1_500_000  # ~25 MB of DataRows: far more than the socket buffers hold
+    with Raw(pg.port, timeout=60) as c:
+        c.startup()
+        c.send(b"Q", f"SELECT g, 'row ' || g AS label FROM generate_series(1, {rows}) AS g\0".encode())
+        time.sleep(1.5)  # not reading
+        conn = next(x for x in pg.server.connections.values() if x.streaming)
+        assert conn.writer.transport.get_write_buffer_size() < 8 * 2**20
+        with psycopg.connect(pg.dsn(), autocommit=True) as other:
+            started = time.perf_counter()
+            assert other.execute("SELECT 1").fetchone() == (1,)
+            assert time.perf_counter() - started < 1.0
+        messages = c.until_ready()
+        assert kinds(messages[:1]) == b"T" and kinds(messages[-2:]) == b"CZ"
+        received = data_rows(messages)
+        assert len(received) == rows
+        assert received[0] == [b"1", b"row 1"] and received[-1] == [str(rows).encode(), f"row {rows}".encode()]
