@@ -640,12 +640,21 @@ class Connection:
 
     # ----------------------------------------------------------------------------------------- simple query
 
-    async def on_query(self, body: Body) -> None:
+    def on_query(self, body: Body):
         sql = body.cstring()
         body.end()
         self.canceled = False
         self.statements.pop("", None)
         self.portals.pop("", None)
+        results = self.answer_now(sql, None, ())  # a repeat (never a cursor command: those have no plans)
+        if results is None or not all(self.result_now(r, dry=True) for r in results):
+            return self.query_later(sql)
+        for result in results:
+            self.result_now(result)
+        self.out += _READY[self.status()]
+        return self.flush_now()
+
+    async def query_later(self, sql: str) -> None:
         before = self.status()
         try:
             if is_empty(sql):
@@ -677,6 +686,26 @@ class Connection:
             self.transaction_may_have_ended(before)
         self.out += m.ready_for_query(self.status())
         await self.flush()
+
+    def result_now(self, result, dry: bool = False) -> bool:
+        """A whole result of the simple protocol written now if its rows are few (`dry`: only say whether)."""
+        columns = result.columns
+        count = _row_count(result) if columns is not None else 0
+        if count and getattr(result, "rows", None) is None and count * len(columns) > SMALL_RESULT:
+            return False
+        if dry:
+            return True
+        notices = getattr(result, "notices", None)
+        if notices:
+            for notice in notices:
+                self.out += notice_message(notice)
+        if columns is not None:
+            formats = [0] * len(columns)
+            self.out += self.row_description(columns, formats)
+            if count:
+                self.rows_now(result, columns, formats, 0, count)
+        self.out += _complete(result.tag, count) if columns is not None else m.command_complete(result.tag)
+        return True
 
     async def send_result(self, result, formats: list[int] | None = None) -> None:
         """RowDescription, DataRows and CommandComplete of a whole result (simple protocol)."""
