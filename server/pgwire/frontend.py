@@ -989,7 +989,8 @@ class _Plan:
         if self.template is not None:
             columns, items = self.template
             values = self.values(params)
-            return RowResult(columns, [tuple([_in_range(values[i], c.type_oid) for c, i in zip(columns, items, strict=True)])])
+            row = tuple([_in_range(values[i], c.type_oid) for c, i in zip(columns, items, strict=True)])
+            return RowResult(columns, [row])
         if self.route == "semantic":
             answer = self.version.sql.cached_run(self.rewritten, self.values(params))
             if answer is None:

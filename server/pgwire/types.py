@@ -94,6 +94,11 @@ def decode_param(value: bytes | None, oid: int, fmt: int):
     if value is None:
         return None
     if fmt == 0:
+        if oid in _INT_RANGE and value.isdigit() and len(value) < 19:  # plain ASCII digits: the common case
+            n = int(value)
+            lo, hi = _INT_RANGE[oid]
+            if lo <= n <= hi:
+                return n
         try:
             text = value.decode()
         except UnicodeDecodeError:
