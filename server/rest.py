@@ -13,6 +13,7 @@ from semantic.meta import describe
 from semantic.query.query import Query
 from server.encode import ARROW, CSV, JSON, encode, negotiate
 from server.errors import json_response
+from server.memo import ByIdentity
 
 QUERY_EXAMPLE = {
     "metrics": ["profit", "margin"],
@@ -91,19 +92,11 @@ def answered(table, cached: bool, accept: str | None) -> Response:
     return Response(_encoded(table, kind, cached), media_type=kind, headers=headers)
 
 
-_ENCODED: dict[tuple, tuple[object, bytes]] = {}  # (id(table), kind, cached) -> (table, body)
-_ENCODED_MAX = 64
+_ENCODED = ByIdentity()  # bodies of the answers being repeated (a cache hit is the same table again)
 
 
 def _encoded(table, kind: str, cached: bool) -> bytes:
-    """The body of an answer; a cache hit is the same Arrow table again, so its body is kept by identity (the
-    table is held, so its id stays its own) rather than encoded once more."""
-    key = (id(table), kind, cached)
-    hit = _ENCODED.get(key)
-    if hit is not None and hit[0] is table:
-        return hit[1]
-    body = encode(table, kind, cached=cached)
-    if len(_ENCODED) >= _ENCODED_MAX:
-        _ENCODED.clear()
-    _ENCODED[key] = (table, body)
+    body = _ENCODED.get(table, (kind, cached))
+    if body is None:
+        body = _ENCODED.put(table, (kind, cached), encode(table, kind, cached=cached))
     return body

@@ -47,6 +47,7 @@ from server.pgwire import pgtypes as T
 from server.pgwire.binder import Binder, error
 from server.pgwire.catalog import NAMESPACES, Catalog, semantic_relations
 from server.pgwire.translate import Context, Translator
+from server.pgwire.types import INT_RANGE, WireValueError, int_in_range
 
 READ_ONLY = "25006"
 
@@ -379,13 +380,7 @@ class Frontend:
         """`execute`'s results when caches hold them (a statement this session ran before: a constant, or a
         metric query in the result cache), computed in microseconds on the caller's thread; else None (then
         call `execute`, in a worker). Why: a thread hop alone costs ~100 µs, PostgreSQL answers in ~60."""
-        if not params:
-            key = (sql, ())
-        elif len(param_oids) == len(params) and 0 not in param_oids:
-            key = (sql, tuple(param_oids))
-        else:
-            key = _plan_key(sql, params, param_oids)
-        plan = session.plans.get(key)
+        plan = session.plans.get(_plan_key(sql, params, param_oids))
         if plan is None or plan.version is not self._version or plan.version.project is not self.runtime.project \
                 or session.status == "E" or not session.lock.acquire(blocking=False):
             return None
@@ -833,7 +828,7 @@ def _bind_params(statement: exp.Expression, values: list, types: list[int]) -> N
 
 
 _NOT_CONSTANT = object()
-_INT_LIMITS = {T.INT2: 2**15, T.INT4: 2**31, T.INT8: 2**63}
+_INTEGERS = (T.INT2, T.INT4, T.INT8)
 
 
 def _constant_row(translated: exp.Expression, outputs: list) -> list | None:
@@ -868,9 +863,10 @@ def _constant(e: exp.Expression, t: int):
     negative = isinstance(e, exp.Neg)
     if negative:
         e = e.this
-    if isinstance(e, exp.Literal) and not e.is_string and t in _INT_LIMITS and re.fullmatch(r"[0-9]+", str(e.this)):
+    if isinstance(e, exp.Literal) and not e.is_string and t in _INTEGERS and re.fullmatch(r"[0-9]+", str(e.this)):
         value = -int(e.this) if negative else int(e.this)
-        if -_INT_LIMITS[t] <= value < _INT_LIMITS[t]:
+        lo, hi = INT_RANGE[t]
+        if lo <= value <= hi:
             return value
     return _NOT_CONSTANT
 
@@ -1024,8 +1020,8 @@ def _template(statement: exp.Expression, outputs: list, types: list[int]) -> tup
             return None
         n = int(node.this.this)
         given = types[n - 1]
-        integers = given in _INT_LIMITS and oid in _INT_LIMITS
-        if oid not in _PASSED or T.arrow_type(oid) is None or not (given == oid or (cast and integers)):
+        integers = given in _INTEGERS and oid in _INTEGERS
+        if oid not in _PASSED or not (given == oid or (cast and integers)):
             return None
         if cast and node.parent.args.get("to") is not None and node.parent.args["to"].expressions:
             return None  # varchar(2): a length to enforce
@@ -1034,18 +1030,22 @@ def _template(statement: exp.Expression, outputs: list, types: list[int]) -> tup
     return columns, tuple(items)
 
 
-_INT_NAMES = {T.INT2: "smallint", T.INT4: "integer", T.INT8: "bigint"}  # as PostgreSQL's messages name them
-
-
 def _in_range(value, oid: int):
-    limit = _INT_LIMITS.get(oid)
-    if limit is not None and value is not None and not -limit <= value < limit:
-        raise error(f'value "{value}" is out of range for type {_INT_NAMES[oid]}', "22003")
-    return value
+    if oid not in _INTEGERS or value is None:
+        return value
+    try:
+        return int_in_range(value, oid)
+    except WireValueError as e:
+        raise error(str(e), e.sqlstate) from None
 
 
 def _plan_key(sql: str, params: Sequence | None, param_oids: Sequence[int]) -> tuple:
-    n = len(params or ())
+    """The text and each parameter's declared type (0: none), as a session's plans are keyed."""
+    if not params:
+        return sql, ()
+    n = len(params)
+    if len(param_oids) == n:
+        return sql, tuple(param_oids)
     declared = tuple(param_oids[:n])
     return sql, declared + (0,) * (n - len(declared))
 
@@ -1062,8 +1062,7 @@ def _result(table: pa.Table) -> Result:
 
 def _failed(session: Session, e: PhloemError, results: list[Result]) -> PhloemError:
     """A statement's error, as `execute` raises it: with its SQLSTATE, the block failed, earlier results kept."""
-    if not hasattr(e, "sqlstate"):
-        e.sqlstate = "57014" if isinstance(e, QueryTimeout) else _sqlstate(e)
+    _semantic_error(e)
     if session.status == "T":
         session.status = "E"
     e.results = results

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from server.loop import new_event_loop
+from server.memo import ByIdentity
 from server.pgwire import messages as m
 from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, users_from_env
 from server.pgwire.messages import Body, InvalidEncoding, ProtocolViolation
@@ -221,8 +222,9 @@ class Connection:
         self.running = False  # a query is in a worker thread (cancel reaches it)
         self.streaming = False  # a large result is being sent (cancel stops it)
         self.canceled = False  # a CancelRequest arrived for the running statement
-        self.sent: dict[tuple, tuple[object, bytes]] = {}  # see remember()
+        self.sent = ByIdentity(SENT)  # bytes of the small answers and row descriptions just sent, by the answer
         self.pump: Pump | None = None  # reads the socket once ready for queries
+        self._answer_now = getattr(self.frontend, "answer_now", None)  # a frontend may answer only by execute
         peer = writer.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "local"
 
@@ -275,14 +277,12 @@ class Connection:
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
-        return self.drain() if self.writer.transport.get_write_buffer_size() else None
+        return self.drain() if self.writer.transport.get_write_buffer_size() else None  # else the kernel took it
 
     async def flush(self) -> None:
-        if self.out:
-            self.writer.write(bytes(self.out))
-            self.out.clear()
-        if self.writer.transport.get_write_buffer_size():  # the kernel took it all: nothing to wait for
-            await self.drain()
+        waiting = self.flush_now()
+        if waiting is not None:
+            await waiting
 
     # ----------------------------------------------------------------------------------------------- startup
 
@@ -493,7 +493,7 @@ class Connection:
             if kind in (b"d", b"c", b"f"):  # copy messages outside COPY: ignored, as PostgreSQL does
                 return None
             if kind == b"F":  # a cycle of its own: ErrorResponse, then ReadyForQuery
-                return self.report(PgError("0A000", "function call messages are not supported"), extended=False)
+                return self.report(PgError("0A000", "function call messages are not supported"))
             raise ProtocolViolation(f"invalid frontend message type {kind[0]}")
         try:
             waiting = handler(body)
@@ -517,7 +517,7 @@ class Connection:
         if kind != b"Q":
             self.report_extended(e)
             return None
-        return self.report(e, extended=False)
+        return self.report(e)
 
     async def guarded(self, waiting, kind: bytes) -> None:
         try:
@@ -542,18 +542,18 @@ class Connection:
 
     def report_extended(self, e: PgError) -> None:
         """An error in the extended protocol: said now, the rest ignored until Sync."""
-        self.out += m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
-        self.fail_transaction()
+        self.report_error(e)
         self.ignore_till_sync = True
 
-    async def report(self, e: PgError, extended: bool = True) -> None:
-        if extended:
-            self.report_extended(e)
-            return
+    async def report(self, e: PgError) -> None:
+        """An error in the simple protocol: said, and the cycle ends (ReadyForQuery)."""
+        self.report_error(e)
+        self.out += _READY[self.status()]
+        await self.flush()
+
+    def report_error(self, e: PgError) -> None:
         self.out += m.error_response("ERROR", e.sqlstate, e.message, e.detail, e.hint)
         self.fail_transaction()
-        self.out += m.ready_for_query(self.status())
-        await self.flush()
 
     # ---------------------------------------------------------------------------------------- session state
 
@@ -626,10 +626,6 @@ class Connection:
         answer_now = self._answer_now
         return answer_now(self.session, sql, params, oids) if answer_now is not None else None
 
-    @cached_property
-    def _answer_now(self):
-        return getattr(self.frontend, "answer_now", None)
-
     async def work(self, fn, *args):
         """Run a statement's blocking work in the pool, reachable by CancelRequest."""
         self.running = True
@@ -647,12 +643,19 @@ class Connection:
         self.statements.pop("", None)
         self.portals.pop("", None)
         results = self.answer_now(sql, None, ())  # a repeat (never a cursor command: those have no plans)
-        if results is None or not all(self.result_now(r, dry=True) for r in results):
+        if results is None:
             return self.query_later(sql)
         for result in results:
-            self.result_now(result)
+            streaming = self.result_now(result)
+            if streaming is not None:
+                return self.ready_after(streaming)
         self.out += _READY[self.status()]
         return self.flush_now()
+
+    async def ready_after(self, streaming) -> None:
+        await streaming
+        self.out += _READY[self.status()]
+        await self.flush()
 
     async def query_later(self, sql: str) -> None:
         before = self.status()
@@ -687,57 +690,40 @@ class Connection:
         self.out += m.ready_for_query(self.status())
         await self.flush()
 
-    def result_now(self, result, dry: bool = False) -> bool:
-        """A whole result of the simple protocol written now if its rows are few (`dry`: only say whether)."""
-        columns = result.columns
-        count = _row_count(result) if columns is not None else 0
-        if count and getattr(result, "rows", None) is None and count * len(columns) > SMALL_RESULT:
-            return False
-        if dry:
-            return True
+    def result_now(self, result, formats: list[int] | None = None):
+        """RowDescription, DataRows and CommandComplete of a whole result (simple protocol), written now; a
+        coroutine to await when its rows are many (they are streamed)."""
         notices = getattr(result, "notices", None)
         if notices:
             for notice in notices:
                 self.out += notice_message(notice)
-        if columns is not None:
-            formats = [0] * len(columns)
-            self.out += self.row_description(columns, formats)
-            if count:
-                self.rows_now(result, columns, formats, 0, count)
-        self.out += _complete(result.tag, count) if columns is not None else m.command_complete(result.tag)
-        return True
+        columns = result.columns
+        if columns is None:
+            self.out += m.command_complete(result.tag)
+            return None
+        formats = formats or [0] * len(columns)
+        self.out += self.row_description(columns, formats)
+        count = _row_count(result)
+        tail = _complete(result.tag, count)
+        if count and not self.rows_now(result, columns, formats, 0, count):
+            return self.stream_rows(result, columns, formats, 0, count, tail)
+        self.out += tail
+        return None
 
     async def send_result(self, result, formats: list[int] | None = None) -> None:
-        """RowDescription, DataRows and CommandComplete of a whole result (simple protocol)."""
-        for notice in getattr(result, "notices", None) or []:
-            self.out += notice_message(notice)
-        columns = result.columns
-        if columns is not None:
-            formats = formats or [0] * len(columns)
-            self.out += self.row_description(columns, formats)
-            count = _row_count(result)
-            if count:
-                await self.send_rows(result, columns, formats, 0, count)
-        self.out += m.command_complete(result.tag)
+        streaming = self.result_now(result, formats)
+        if streaming is not None:
+            await streaming
 
     def row_description(self, columns, formats) -> bytes:
-        key = (id(columns), *formats)
-        hit = self.sent.get(key)
-        if hit is not None and hit[0] is columns:
-            return hit[1]
-        encoded = m.row_description(described(columns), formats)
-        self.remember(key, columns, encoded)
+        key = ("T", *formats)
+        encoded = self.sent.get(columns, key)
+        if encoded is None:
+            encoded = self.sent.put(columns, key, m.row_description(described(columns), formats))
         return encoded
 
-    def remember(self, key: tuple, owner, encoded: bytes) -> None:
-        """Keep the bytes of what was just sent, by the identity of what they encode (held, so the id stays its
-        own): a repeated constant or cached answer is the same object, and is not encoded again."""
-        if len(self.sent) >= SENT:
-            self.sent.clear()
-        self.sent[key] = (owner, encoded)
-
     def rows_now(self, result, columns, formats, start: int, stop: int) -> bool:
-        """DataRows of rows start..stop of a result, if few: encoded here (and kept, see remember); False for
+        """DataRows of rows start..stop of a result, if few: encoded here (and kept, see server/memo.py); False for
         many (then `stream_rows`)."""
         rows = getattr(result, "rows", None)
         if rows is not None:
@@ -746,18 +732,14 @@ class Connection:
         if (stop - start) * len(columns) > SMALL_RESULT:
             return False
         table = result.table
-        key = (id(table), id(columns), start, stop, *formats)
-        hit = self.sent.get(key)
-        if hit is None or hit[0][0] is not table or hit[0][1] is not columns:
+        key = ("D", id(columns), start, stop, *formats)  # the columns say the types: held with the bytes
+        kept = self.sent.get(table, key)
+        if kept is None or kept[0] is not columns:
             oids = [c.type_oid for c in columns]
-            hit = ((table, columns), bytes(encode_rows(table.slice(start, stop - start), oids, formats)))
-            self.remember(key, hit[0], hit[1])
-        self.out += hit[1]
+            kept = self.sent.put(table, key, (columns, bytes(encode_rows(table.slice(start, stop - start), oids,
+                                                                         formats))))
+        self.out += kept[1]
         return True
-
-    async def send_rows(self, result, columns, formats, start: int, stop: int) -> None:
-        if not self.rows_now(result, columns, formats, start, stop):
-            await self.stream_rows(result, columns, formats, start, stop)
 
     async def stream_rows(self, result, columns, formats, start: int, stop: int, tail: bytes = b"") -> None:
         """Many rows: encoded batch by batch in worker threads while the previous batch is being sent; then

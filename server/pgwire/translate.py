@@ -17,7 +17,7 @@ from sqlglot import exp
 from server.pgwire import pgtypes as T
 from server.pgwire.binder import cast_type, error, function_name
 from server.pgwire.catalog import NAMESPACES, SCHEMAS, Catalog
-from server.pgwire.types import WireValueError, parse_int
+from server.pgwire.types import INT_RANGE, WireValueError, int_in_range, parse_int, type_label
 
 VERSION = "PostgreSQL {version} (Phloem) on x86_64-pc-linux-gnu, compiled by Phloem, 64-bit"
 
@@ -75,7 +75,7 @@ _VISIBLE = {"pg_table_is_visible": "pgw_relation_visible", "pg_type_is_visible":
             "pg_function_is_visible": "pgw_function_visible", "pg_collation_is_visible": "pgw_collation_visible"}
 _OUT = {T.REGCLASS: "pgw_regclass_out", T.REGTYPE: "pgw_regtype_out", T.REGNAMESPACE: "pgw_regnamespace_out",
         T.REGROLE: "pgw_regrole_out"}
-_INTEGERS = {T.INT2: ("smallint", 2**15), T.INT4: ("integer", 2**31), T.INT8: ("bigint", 2**63)}
+_INTEGERS = (T.INT2, T.INT4, T.INT8)
 _FLOAT_WORDS = {"inf": "Infinity", "nan": "NaN"}  # a bound inf / NaN parameter as sqlglot prints it (not SQL)
 _OPERATORS = {"~": exp.RegexpLike, "~*": exp.RegexpILike, "=": exp.EQ, "<>": exp.NEQ, "<": exp.LT, ">": exp.GT,
               "<=": exp.LTE, ">=": exp.GTE, "~~": exp.Like, "~~*": exp.ILike}
@@ -453,15 +453,17 @@ def _number(e: exp.Expression) -> decimal.Decimal | None:
 def _check_parameter(e: exp.Expression, t: int) -> None:
     """A bound integer parameter must fit its type (PostgreSQL's input function checks it at Bind)."""
     value = _number(e)
-    label, bound = _INTEGERS[t]
-    if value is not None and not -bound <= value < bound:
-        raise error(f'value "{value}" is out of range for type {label}', "22003")
+    if value is not None:
+        try:
+            int_in_range(value, t)
+        except WireValueError as err:
+            raise error(str(err), err.sqlstate) from None
 
 
 def _integer_constant(value: exp.Expression, target: int) -> exp.Expression:
     """A constant cast to an integer type fails now, as PostgreSQL's does (DuckDB says "Conversion Error" for
     both kinds): text that is not an integer is 22P02, a value out of range 22003. Text becomes the number."""
-    label, bound = _INTEGERS[target]
+    lo, hi = INT_RANGE[target]
     if isinstance(value, exp.Literal) and value.is_string:
         try:
             number = parse_int(value.this, target)
@@ -469,8 +471,8 @@ def _integer_constant(value: exp.Expression, target: int) -> exp.Expression:
             raise error(str(e), e.sqlstate) from None
         return exp.Literal.number(number) if number >= 0 else exp.Neg(this=exp.Literal.number(-number))
     number = _number(value)
-    if number is not None and not -bound <= number.to_integral_value(decimal.ROUND_HALF_UP) < bound:
-        raise error(f"{label} out of range", "22003")  # numeric rounds half away from zero, as here
+    if number is not None and not lo <= number.to_integral_value(decimal.ROUND_HALF_UP) <= hi:
+        raise error(f"{type_label(target)} out of range", "22003")  # numeric rounds half away from zero, as here
     return value
 
 

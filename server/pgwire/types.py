@@ -81,7 +81,8 @@ class WireValueError(Exception):
         self.sqlstate = sqlstate
 
 
-def _type_label(oid: int) -> str:
+def type_label(oid: int) -> str:
+    """The type's name as PostgreSQL's error messages spell it ('integer', not 'int4')."""
     return {INT2: "smallint", INT4: "integer", INT8: "bigint", FLOAT4: "real", FLOAT8: "double precision",
             BOOL: "boolean", NUMERIC: "numeric", DATE: "date", TIMESTAMP: "timestamp without time zone",
             TIMESTAMPTZ: "timestamp with time zone", UUID: "uuid", BYTEA: "bytea"}.get(oid, type_name(oid))
@@ -94,9 +95,9 @@ def decode_param(value: bytes | None, oid: int, fmt: int):
     if value is None:
         return None
     if fmt == 0:
-        if oid in _INT_RANGE and value.isdigit() and len(value) < 19:  # plain ASCII digits: the common case
+        if oid in INT_RANGE and value.isdigit() and len(value) < 19:  # plain ASCII digits: the common case
             n = int(value)
-            lo, hi = _INT_RANGE[oid]
+            lo, hi = INT_RANGE[oid]
             if lo <= n <= hi:
                 return n
         try:
@@ -111,8 +112,17 @@ def decode_param(value: bytes | None, oid: int, fmt: int):
 
 _TRUE = {"t", "true", "y", "yes", "on", "1"}
 _FALSE = {"f", "false", "n", "no", "off", "0"}
-_INT_RANGE = {INT2: (-(2**15), 2**15 - 1), INT4: (-(2**31), 2**31 - 1), INT8: (-(2**63), 2**63 - 1),
-              OID: (0, 2**32 - 1)}
+INT_RANGE = {INT2: (-(2**15), 2**15 - 1), INT4: (-(2**31), 2**31 - 1), INT8: (-(2**63), 2**63 - 1),
+             OID: (0, 2**32 - 1)}
+
+
+def int_in_range(value, oid: int):
+    """`value` (an int or Decimal), or 22003 as PostgreSQL's input function says when it does not fit the
+    integer type `oid`."""
+    lo, hi = INT_RANGE[oid]
+    if not lo <= value < hi + 1:
+        raise WireValueError("22003", f'value "{value}" is out of range for type {type_label(oid)}')
+    return value
 
 
 def decode_text(text: str, oid: int):
@@ -129,13 +139,13 @@ def decode_text(text: str, oid: int):
         if low in _FALSE:
             return False
         raise WireValueError("22P02", f'invalid input syntax for type boolean: "{text}"')
-    if oid in _INT_RANGE:
+    if oid in INT_RANGE:
         return parse_int(text, oid)
     if oid in FLOATS:
         try:
             return float(s)
         except ValueError:
-            raise WireValueError("22P02", f'invalid input syntax for type {_type_label(oid)}: "{text}"') from None
+            raise WireValueError("22P02", f'invalid input syntax for type {type_label(oid)}: "{text}"') from None
     if oid == NUMERIC:
         try:
             return decimal.Decimal(s)
@@ -174,11 +184,11 @@ _INT_SYNTAX = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*")  # int4in's
 def parse_int(text: str, oid: int) -> int:
     """int2in / int4in / int8in / oidin: 22P02 for text that is not an integer, 22003 for one out of range."""
     if not _INT_SYNTAX.fullmatch(text):
-        raise WireValueError("22P02", f'invalid input syntax for type {_type_label(oid)}: "{text}"')
+        raise WireValueError("22P02", f'invalid input syntax for type {type_label(oid)}: "{text}"')
     n = int(text)
-    lo, hi = _INT_RANGE[oid]
+    lo, hi = INT_RANGE[oid]
     if not lo <= n <= hi:
-        raise WireValueError("22003", f'value "{text}" is out of range for type {_type_label(oid)}')
+        raise WireValueError("22003", f'value "{text}" is out of range for type {type_label(oid)}')
     return n
 
 
@@ -255,7 +265,7 @@ def decode_binary(data: bytes, oid: int):
         return _decode_binary(data, oid)
     except (struct.error, IndexError, ValueError, decimal.InvalidOperation, OverflowError):
         raise WireValueError("22P03", f'incorrect binary data format in bind parameter of type '
-                                      f'{_type_label(oid)}') from None
+                                      f'{type_label(oid)}') from None
 
 
 def _decode_binary(data: bytes, oid: int):
@@ -468,9 +478,9 @@ def _cast(arr: pa.Array, target: pa.DataType, oid: int) -> pa.Array:
     try:
         return arr.cast(target)
     except pa.ArrowInvalid:
-        raise WireValueError("22003", f"value out of range for type {_type_label(oid)}") from None
+        raise WireValueError("22003", f"value out of range for type {type_label(oid)}") from None
     except pa.ArrowNotImplementedError:
-        raise WireValueError("42804", f"cannot send a {arr.type} column as {_type_label(oid)}") from None
+        raise WireValueError("42804", f"cannot send a {arr.type} column as {type_label(oid)}") from None
 
 
 def _numpy(arr: pa.Array, fill=0) -> np.ndarray:
@@ -710,9 +720,9 @@ def binary_value(v, oid: int) -> bytes:
     try:
         return _binary_value(v, oid)
     except (struct.error, OverflowError):
-        raise WireValueError("22003", f"value out of range for type {_type_label(oid)}") from None
+        raise WireValueError("22003", f"value out of range for type {type_label(oid)}") from None
     except (TypeError, ValueError, AttributeError):
-        raise WireValueError("42804", f"cannot send {type(v).__name__} as {_type_label(oid)}") from None
+        raise WireValueError("42804", f"cannot send {type(v).__name__} as {type_label(oid)}") from None
 
 
 def _binary_value(v, oid: int) -> bytes:

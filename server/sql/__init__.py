@@ -61,6 +61,7 @@ from cachetools import LRUCache
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.query.query import Query
+from server.memo import ByIdentity
 from server.sql import outer
 from server.sql.rewrite import Rewriter, Rewritten
 from server.sql.statement import name_outputs, parse
@@ -85,7 +86,7 @@ class SemanticSQL:
         self._catalog: tuple[object, Catalog] | None = None
         self._rewrites: tuple[object, LRUCache] | None = None  # (compiler, rewrites of that model version)
         self._lock = threading.Lock()
-        self._picked: dict[tuple, tuple[pa.Table, SqlAnswer]] = {}  # see cached_run
+        self._picked = ByIdentity(REWRITES)  # answers' columns picked, by the answer (see cached_run)
 
     @property
     def catalog(self) -> Catalog:
@@ -136,16 +137,12 @@ class SemanticSQL:
         answer = self.project.cached_answer(direct.query)
         if answer is None:
             return None
-        picked = self._picked.get(key)
-        if picked is None or picked[0] is not answer.table:  # the same answer gives the same table (callers
-            table = answer.table.select([i for i, _ in direct.direct])  # may keep its encoding by identity)
-            picked = (answer.table, SqlAnswer(table.rename_columns([n for _, n in direct.direct]), True,
-                                              [direct.query]))
+        picked = self._picked.get(answer.table, key)  # one answer, one table: callers keep its encoding
+        if picked is None:
             with self._lock:
-                if len(self._picked) >= REWRITES:
-                    self._picked.clear()
-                self._picked[key] = picked
-        return picked[1]
+                picked = self._picked.put(answer.table, key,
+                                          SqlAnswer(_picked(direct, answer.table), True, [direct.query]))
+        return picked
 
     def run(self, sql: str, params: Sequence | None = None) -> SqlAnswer:
         plan = self.rewrite(sql, params)
@@ -156,8 +153,7 @@ class SemanticSQL:
             cached.append(answer.cached)
         direct = plan.direct
         if direct is not None:
-            table = answers[direct.name]
-            table = table.select([i for i, _ in direct.direct]).rename_columns([n for _, n in direct.direct])
+            table = _picked(direct, answers[direct.name])
         else:
             table = outer.run(plan.statement, answers, self.timeout)
         return SqlAnswer(table, bool(cached) and all(cached), [s.query for s in plan.selects])
@@ -179,6 +175,11 @@ class SemanticSQL:
         else:
             parts.append("outer step (DuckDB, over the answers):\n" + _indent(outer.to_sql(plan.statement)))
         return "\n\n".join(parts)
+
+
+def _picked(direct, table: pa.Table) -> pa.Table:
+    """The answer of a SELECT that only picks columns: those columns, under the names the SELECT gave them."""
+    return table.select([i for i, _ in direct.direct]).rename_columns([n for _, n in direct.direct])
 
 
 def _key(sql: str, params: Sequence | None) -> tuple | None:
