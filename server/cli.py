@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +30,20 @@ app = typer.Typer(help="Phloem: a semantic layer built on activity streams.", no
                   add_completion=False, pretty_exceptions_enable=False)
 out = Console(width=None if sys.stdout.isatty() else 240)  # pipes get whole rows, not folded cells
 err = Console(stderr=True)
+
+
+
+def _version(show: bool) -> None:
+    if show:
+        out.print(f"phloem {metadata.version('phloem')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the installed version and exit.")] = False) -> None:
+    """Phloem: a semantic layer built on activity streams."""
+
 
 ProjectOpt = Annotated[Path | None, typer.Option("--project", "-p", help="Project folder (default: nearest phloem.yml).")]
 
