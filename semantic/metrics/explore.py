@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,43 +19,12 @@ from semantic.metrics import drill as adtributor
 from semantic.metrics import whatif
 from semantic.metrics.decompose import check_method, decompose_tree, subtree
 from semantic.metrics.formula import formula_of
+from semantic.metrics.periods import GRAINS as SERIES_GRAINS
+from semantic.metrics.periods import Period, as_date, bucket, compare
+from semantic.metrics.periods import add_buckets as shift
 from semantic.metrics.segments import Segment
 from semantic.query.plan import UNIT_RANK, offset_parts
 from semantic.query.query import make_query
-
-SERIES_GRAINS = ("day", "week", "month", "quarter", "year")
-
-
-@dataclass(frozen=True)
-class Period:
-    """Whole days, both ends included."""
-
-    start: dt.date
-    end: dt.date
-
-    @classmethod
-    def of(cls, value: Any) -> Period:
-        if isinstance(value, Period):
-            return value
-        start, end = (value["start"], value["end"]) if isinstance(value, Mapping) else value
-        p = cls(_date(start), _date(end))
-        if p.start > p.end:
-            raise QueryError(f"the period starts ({p.start}) after it ends ({p.end})", "swap start and end")
-        return p
-
-    def previous(self) -> Period:
-        """The period of the same length just before."""
-        days = (self.end - self.start).days + 1
-        return Period(self.start - dt.timedelta(days=days), self.start - dt.timedelta(days=1))
-
-    def as_dict(self) -> dict:
-        return {"start": self.start, "end": self.end}
-
-
-def _date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def _offset_nodes(tree, names: Iterable[str]) -> dict[str, str]:
@@ -94,14 +62,15 @@ def change_of(value: Any, base: Any) -> Any:
 
 
 def tree_values(project, root: str, period: Any, comparison: Any = None, filters: Iterable[str] = (),
-                method: str = "shapley", timeout: float | None = None) -> dict[str, Any]:
-    """`root` and the metrics it is computed from over `period` and `comparison` (default: the period of the
-    same length just before), with each node's contribution to the root's change."""
+                method: str = "shapley", timeout: float | None = None, *, rule: str | None = None) -> dict[str, Any]:
+    """`root` and the metrics it is computed from over `period` and a comparison period (`rule` and the
+    `comparison` dates, see `semantic.metrics.periods.compare`; default: the period just before), with each
+    node's contribution to the root's change."""
     check_method(method)
     tree = project.compiler.tree
     levels = subtree(tree, root)
     now = Period.of(period)
-    before = Period.of(comparison) if comparison is not None else now.previous()
+    rule, before = compare(now, rule, comparison)
     current = _values(project, list(levels), now, filters, timeout)
     previous = _values(project, list(levels), before, filters, timeout)
     split = decompose_tree(tree, root, previous, current, method, project.model.metrics, levels)
@@ -121,28 +90,11 @@ def tree_values(project, root: str, period: Any, comparison: Any = None, filters
     edges = [{"parent": e.parent, "child": e.child, "operator": e.operator, "sign": e.sign}
              for name in levels if formula_of(tree, name) is not None for e in tree.children(name)]
     return {"root": root, "method": method, "exact": split.exact, "convention": split.convention,
-            "period": now.as_dict(), "comparison": before.as_dict(), "nodes": nodes, "edges": edges,
+            "period": now.as_dict(), "comparison": before.as_dict(), "comparison_rule": rule, "nodes": nodes, "edges": edges,
             "residual": split.residual}
 
 
 # ---------------------------------------------------------------- sparklines
-
-
-def bucket(day: dt.date, grain: str) -> dt.date:
-    """The start of the bucket holding `day` (weeks start on Monday)."""
-    if grain == "day":
-        return day
-    if grain == "week":
-        return day - dt.timedelta(days=day.weekday())
-    months = {"month": 1, "quarter": 3, "year": 12}[grain]
-    return dt.date(day.year, (day.month - 1) // months * months + 1, 1)
-
-
-def shift(start: dt.date, grain: str, n: int) -> dt.date:
-    if grain in ("day", "week"):
-        return start + dt.timedelta(days=n * (7 if grain == "week" else 1))
-    months = start.year * 12 + start.month - 1 + n * {"month": 1, "quarter": 3, "year": 12}[grain]
-    return dt.date(months // 12, months % 12 + 1, 1)
 
 
 def series(project, root: str, grain: str = "month", periods: int = 12, end: Any = None,
@@ -155,7 +107,7 @@ def series(project, root: str, grain: str = "month", periods: int = 12, end: Any
         raise QueryError("`periods` must be at least 1")
     tree = project.compiler.tree
     names = list(subtree(tree, root))
-    last = _date(end) if end is not None else dt.date.today()
+    last = as_date(end) if end is not None else dt.date.today()
     first = shift(bucket(last, grain), grain, -(periods - 1))
     buckets = [shift(first, grain, i) for i in range(periods)]
     offsets = _offset_nodes(tree, names)
@@ -165,7 +117,7 @@ def series(project, root: str, grain: str = "month", periods: int = 12, end: Any
     if asked:
         table = _run(project, timeout, metrics=asked, dimensions=[time], filters=list(filters),
                      time_range={"start": first, "end": last}).table
-        rows = {_date(r[time]): r for r in table.to_pylist() if r[time] is not None}
+        rows = {as_date(r[time]): r for r in table.to_pylist() if r[time] is not None}
     out = {n: [rows.get(b, {}).get(n) if n in asked else None for b in buckets] for n in names}
     return {"root": root, "grain": grain, "periods": buckets, "series": out}
 
@@ -174,9 +126,10 @@ def series(project, root: str, grain: str = "month", periods: int = 12, end: Any
 
 
 def what_if(project, root: str, period: Any, changes: Mapping[str, float], filters: Iterable[str] = (),
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None, *, comparison: Any = None, rule: str | None = None) -> dict[str, Any]:
     """Every metric of `root`'s tree over `period` before and after moving each metric in `changes` by that
-    many percent (formulas recomputed bottom-up; see `semantic.metrics.whatif`)."""
+    many percent (formulas recomputed bottom-up; see `semantic.metrics.whatif`). Given a comparison (`rule`
+    and/or `comparison` dates, as `tree_values` takes), each node also carries its value over that period."""
     tree = project.compiler.tree
     levels = subtree(tree, root)
     now = Period.of(period)
@@ -184,7 +137,14 @@ def what_if(project, root: str, period: Any, changes: Mapping[str, float], filte
     new = whatif.what_if(tree, root, values, changes, project.model.metrics)
     nodes = [{"name": n, "value": values[n], "new_value": new[n],
               "change": None if new[n] is None or values[n] is None else new[n] - float(values[n])} for n in levels]
-    return {"root": root, "period": now.as_dict(), "changes": dict(changes), "nodes": nodes}
+    out = {"root": root, "period": now.as_dict(), "changes": dict(changes), "nodes": nodes}
+    if rule is not None or comparison is not None:
+        rule, before = compare(now, rule, comparison)
+        base = _values(project, list(levels), before, filters, timeout)
+        for node in nodes:
+            node["comparison"] = base[node["name"]]
+        out.update(comparison=before.as_dict(), comparison_rule=rule)
+    return out
 
 
 # ---------------------------------------------------------------- drill
@@ -231,12 +191,12 @@ def _additive(project, metric: str) -> bool:
 
 def drill(project, metric: str, period: Any, comparison: Any = None, dimensions: Iterable[str] | None = None,
           filters: Iterable[str] = (), t_eep: float = adtributor.T_EEP, t_ep: float = adtributor.T_EP,
-          k: int = adtributor.K, timeout: float | None = None) -> dict[str, Any]:
+          k: int = adtributor.K, timeout: float | None = None, *, rule: str | None = None) -> dict[str, Any]:
     """Which values of which dimensions drove `metric`'s change: every segment ranked, Adtributor's root
     causes first (`semantic.metrics.drill`)."""
     project.compiler.tree.node(metric)
     now = Period.of(period)
-    before = Period.of(comparison) if comparison is not None else now.previous()
+    rule, before = compare(now, rule, comparison)
     kind, parts = drill_kind(project, metric)
     dims = list(dimensions) if dimensions else dimensions_of(project, metric)
     asked = [metric, *(parts or ())]
@@ -257,7 +217,7 @@ def drill(project, metric: str, period: Any, comparison: Any = None, dimensions:
             elements += adtributor.additive(d, {v: r[0] for v, r in rows0.items()}, {v: r[0] for v, r in rows1.items()})
     causes = adtributor.adtributor(elements, t_eep, t_ep, k)
     return {"metric": metric, "kind": kind, "period": now.as_dict(), "comparison": before.as_dict(),
-            "value0": totals[0], "value1": totals[1], "change": change_of(totals[1], totals[0]),
+            "comparison_rule": rule, "value0": totals[0], "value1": totals[1], "change": change_of(totals[1], totals[0]),
             "thresholds": {"t_eep": t_eep, "t_ep": t_ep, "k": k}, "dimensions": dims,
             "root_causes": [c.__dict__ for c in causes],
             "items": [e.as_dict() for e in adtributor.ranked(elements, causes)]}
