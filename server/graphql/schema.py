@@ -24,6 +24,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment
 
 from semantic.errors import QueryError
 from semantic.meta import describe
+from semantic.metrics import periods
 from semantic.metrics.decompose import check_method, decompose_tree
 from semantic.metrics.explore import change_of
 from semantic.project.model import GRAINS
@@ -41,12 +42,26 @@ QUERY_DOC = """Metrics by dimensions. The selection set is the query: the metric
 metrics, the dimension fields (and the grains you select under a time dimension) are its dimensions.
 Metrics are Float (Int for counts and `format: integer`): currency values are exact decimals in the
 warehouse and IEEE doubles here, exact to 15 significant digits."""
-TREE_DOC = """A metric and every metric it is computed from, valued over `period` and `comparison` (default:
-the period of the same length just before). One metric query per period, without dimensions; `where`
+TREE_DOC = """A metric and every metric it is computed from, valued over `period` and a comparison period
+(`comparisonRule`, and `comparison` for CUSTOM; default: PREVIOUS, the period just before: a whole calendar
+month → the month before, as REST /api/v1/tree). One metric query per period, without dimensions; `where`
 filters both. Values are Float. `contribution` is each node's part of the root's change (see `method`)."""
 METHOD_DOC = ("How a node's change is split among its inputs: shapley (default), lmdi, sequential_volume_first, "
               "sequential_rate_first, integrated_gradients, leave_one_out (not additive). Sums and differences "
               "always split by direct differences.")
+RULE_DOC = ("PREVIOUS: the period just before (whole calendar months → as many months before, so a month → the "
+            "month before and a quarter → the quarter before; a whole ISO week → the week before; other spans → "
+            "as many days before). YEAR_AGO: the same calendar span a year earlier (Feb 29 → Feb 28). CUSTOM: the "
+            "`comparison` dates. Default: CUSTOM when `comparison` is given, else PREVIOUS.")
+
+
+@strawberry.enum(description="How the comparison period of a metric tree is chosen (semantic.metrics.periods).")
+class ComparisonRule(Enum):
+    PREVIOUS = "previous"
+    YEAR_AGO = "year_ago"
+    CUSTOM = "custom"
+
+
 META_DOC = "Views, dimensions, measures, metrics and the metric tree, and the `Row` field of each."
 
 
@@ -102,14 +117,19 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
                                                                             "its field (`netRevenue`).")],
         period: t.PeriodInput,
         comparison: Annotated[t.PeriodInput | None, strawberry.argument(
-            description="Default: the period of the same length just before `period`.")] = None,
+            description="The dates of a CUSTOM comparison (given alone, it implies CUSTOM).")] = None,
+        comparison_rule: Annotated[ComparisonRule | None, strawberry.argument(
+            name="comparisonRule", description=RULE_DOC)] = None,
         where: Annotated[where_type | None, strawberry.argument(description="Filters on dimensions.")] = None,
         method: Annotated[str, strawberry.argument(description=METHOD_DOC)] = "shapley",
     ) -> t.MetricTree:
         tree = compiler.tree
         name = names.metrics[root_].metric if root_ in names.metrics else root_
         levels = _subtree(tree, name, names)
-        now, before = _period(period), _period(comparison) if comparison else _previous(_period(period))
+        now = _period(period)
+        custom = (comparison.start, comparison.end) if comparison else None
+        _, before = periods.compare((now.start, now.end), comparison_rule.value if comparison_rule else None, custom)
+        before = t.Period(start=before.start, end=before.end)
         filters = compile_where(where, names)
         check_method(method)
 
@@ -297,11 +317,6 @@ def _period(p: Any) -> t.Period:
     if p.start > p.end:
         raise QueryError(f"the period starts ({p.start}) after it ends ({p.end})", "swap start and end")
     return t.Period(start=p.start, end=p.end)
-
-
-def _previous(p: t.Period) -> t.Period:
-    days = (p.end - p.start).days + 1
-    return t.Period(start=p.start - dt.timedelta(days=days), end=p.start - dt.timedelta(days=1))
 
 
 def _edge(e) -> t.MetricTreeEdge:

@@ -108,11 +108,13 @@ def test_default_comparison_filters_and_a_ratio(client, project):
     params = [("root", "aov"), ("start", "2025-11-01"), ("end", "2025-11-30"), ("where", "country in ('US', 'DE')"),
               ("where", "channel != 'marketplace'")]
     tree = client.get("/api/v1/tree", params=params).json()
-    assert tree["comparison"] == {"start": "2025-10-02", "end": "2025-10-31"}  # 30 days just before
+    # a calendar month is compared with the calendar month before, not the 30 days before
+    assert tree["comparison"] == {"start": "2025-10-01", "end": "2025-10-31"}
+    assert tree["comparison_rule"] == "previous"
     assert [(n["name"], n["level"]) for n in tree["nodes"]] == [("aov", 0), ("revenue", 1), ("orders", 1)]
     filters = ["country in ('US', 'DE')", "channel != 'marketplace'"]
     now = direct(project, ["aov", "revenue", "orders"], "2025-11-01", "2025-11-30", filters)
-    before = direct(project, ["aov", "revenue", "orders"], "2025-10-02", "2025-10-31", filters)
+    before = direct(project, ["aov", "revenue", "orders"], "2025-10-01", "2025-10-31", filters)
     for n in tree["nodes"]:
         assert n["value"] == pytest.approx(float(now[n["name"]]), rel=1e-12)
         assert n["comparison"] == pytest.approx(float(before[n["name"]]), rel=1e-12)
@@ -143,6 +145,92 @@ def test_tree_errors(client):
         assert r.json()["error"]["type"] == "validation"
     backwards = client.get("/api/v1/tree", params={"root": "profit", "start": "2025-12-01", "end": "2025-11-01"})
     assert backwards.json()["error"]["fields"][0]["field"] == "query.end"
+
+
+@pytest.mark.parametrize(("params", "rule", "comparison"), [
+    ({"start": "2025-03-01", "end": "2025-03-31"}, "previous", ("2025-02-01", "2025-02-28")),
+    ({"start": "2024-03-01", "end": "2024-03-31", "comparison": "previous"}, "previous", ("2024-02-01", "2024-02-29")),
+    ({"start": "2025-10-01", "end": "2025-12-31"}, "previous", ("2025-07-01", "2025-09-30")),  # a quarter
+    ({"start": "2025-11-03", "end": "2025-11-09"}, "previous", ("2025-10-27", "2025-11-02")),  # an ISO week
+    ({"start": "2025-11-02", "end": "2025-11-30"}, "previous", ("2025-10-04", "2025-11-01")),  # 29 days
+    ({"start": "2025-02-01", "end": "2025-02-28", "comparison": "year_ago"}, "year_ago", ("2024-02-01", "2024-02-29")),
+    ({"start": "2024-02-29", "end": "2024-02-29", "comparison": "year_ago"}, "year_ago", ("2023-02-28", "2023-02-28")),
+    ({**NOV, "comparison": "custom", "compare_start": "2025-06-01", "compare_end": "2025-06-10"}, "custom",
+     ("2025-06-01", "2025-06-10")),
+    ({**NOV, **OCT}, "custom", ("2025-10-01", "2025-10-31")),  # dates alone imply custom
+])
+def test_the_comparison_rule_is_stated_in_the_answer(client, project, params, rule, comparison):
+    tree = client.get("/api/v1/tree", params={"root": "revenue", **params}).json(parse_float=decimal.Decimal)
+    assert (tree["comparison_rule"], tree["comparison"]) == (rule, {"start": comparison[0], "end": comparison[1]})
+    assert tree["period"] == {"start": params["start"], "end": params["end"]}
+    check_values(project, tree)
+    drill = client.get("/api/v1/drill", params={"metric": "revenue", "dimensions": "channel", **params}).json()
+    assert (drill["comparison_rule"], drill["comparison"]) == (rule, tree["comparison"])
+    assert drill["value0"] == pytest.approx(float(tree["nodes"][0]["comparison"]))
+    periods = client.get("/api/v1/periods", params=params).json()
+    assert (periods["comparison_rule"], periods["comparison"]) == (rule, tree["comparison"])
+
+
+def test_comparison_mistakes_are_422_naming_the_parameter(client):
+    for params, field in (({"comparison": "custom"}, "query.compare_start"),
+                          ({"comparison": "previous", **OCT}, "query.compare_start"),
+                          ({"comparison": "year_ago", **OCT}, "query.compare_start"),
+                          ({"comparison": "yoy"}, "query.comparison"),
+                          ({"comparison": "custom", "compare_start": "2025-10-01"}, "query.compare_end"),
+                          ({"compare_start": "2025-10-31", "compare_end": "2025-10-01"}, "query.compare_end")):
+        for path, extra in (("/api/v1/tree", {"root": "profit"}), ("/api/v1/drill", {"metric": "profit"}),
+                            ("/api/v1/periods", {})):
+            r = client.get(path, params={**extra, **NOV, **params})
+            assert r.status_code == 422, (path, params)
+            assert r.json()["error"]["fields"][0]["field"] == field, (path, params)
+    body = {"root": "profit", **NOV, "changes": {"revenue": 1}, "comparison": "previous", **OCT}
+    r = client.post("/api/v1/whatif", json=body)
+    assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "compare_start"
+
+
+UNKNOWN = [("GET", "/api/v1/tree", {"root": "profit", **NOV}), ("GET", "/api/v1/tree/series", {"root": "profit"}),
+           ("GET", "/api/v1/drill", {"metric": "revenue", **NOV, "dimensions": "channel"}),
+           ("GET", "/api/v1/periods", NOV), ("POST", "/api/v1/whatif", {})]
+
+
+@pytest.mark.parametrize(("method", "path", "params"), UNKNOWN, ids=[u[1] for u in UNKNOWN])
+def test_unknown_parameters_are_422_naming_them(client, method, path, params):
+    body = {"root": "profit", **NOV, "changes": {"revenue": 1.0}} if method == "POST" else None
+    ok = client.request(method, path, params=params, json=body)
+    assert ok.status_code == 200, ok.text  # the same request without the stray parameter answers
+    for stray in ({"compare": "previous"}, {"comparision": "year_ago"}, {"Start": "2025-11-01"}):
+        r = client.request(method, path, params={**params, **stray}, json=body)
+        assert r.status_code == 422, (path, stray)
+        error = r.json()["error"]
+        name = next(iter(stray))
+        assert error["type"] == "validation" and error["fields"][0]["field"] == f"query.{name}"
+        assert f"`query.{name}`" in error["message"] and "unknown parameter" in error["message"]
+    if method == "POST":
+        r = client.post(path, json={**body, "comparision": "previous"})
+        assert r.status_code == 422 and r.json()["error"]["fields"][0]["field"] == "comparision"
+
+
+def test_periods_give_the_explorer_its_dates(client):
+    def get(**params):
+        r = client.get("/api/v1/periods", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    last_full = get(grain="month", day="2025-12-17", last_day="2025-12-17")
+    assert last_full == {"period": {"start": "2025-11-01", "end": "2025-11-30"},
+                         "comparison": {"start": "2025-10-01", "end": "2025-10-31"}, "comparison_rule": "previous",
+                         "earlier": {"start": "2025-10-01", "end": "2025-10-31"},
+                         "later": {"start": "2025-12-01", "end": "2025-12-31"}}
+    assert get(grain="quarter", day="2025-11-30", last_day="2026-01-05")["period"] == {"start": "2025-10-01",
+                                                                                      "end": "2025-12-31"}
+    assert get(grain="quarter", day="2025-11-30", last_day="2025-11-30")["period"] == {"start": "2025-07-01",
+                                                                                      "end": "2025-09-30"}
+    feb = get(start="2024-03-01", end="2024-03-31", comparison="year_ago")
+    assert feb["comparison"] == {"start": "2023-03-01", "end": "2023-03-31"}
+    assert feb["earlier"] == {"start": "2024-02-01", "end": "2024-02-29"}
+    for params in ({"grain": "month"}, {"start": "2025-11-01"}, {"start": "2025-11-01", "end": "2025-11-30",
+                                                                 "grain": "month"}, {"day": "2025-11-01"}):
+        assert client.get("/api/v1/periods", params=params).status_code == 422, params
 
 
 # ------------------------------------------------------------------ /tree/series
@@ -242,6 +330,18 @@ def test_what_if_revenue_up_ten_percent_raises_profit_by_the_propagated_amount(c
         assert nodes[name]["change"] == 0 and nodes[name]["value"] == pytest.approx(float(now[name]))
 
 
+def test_what_if_with_a_comparison_values_both_periods(client, project):
+    body = {"root": "profit", **NOV, "changes": {"revenue": 10.0}, "comparison": "year_ago"}
+    answer = client.post("/api/v1/whatif", json=body).json(parse_float=decimal.Decimal)
+    assert (answer["comparison_rule"], answer["comparison"]) == ("year_ago", {"start": "2024-11-01",
+                                                                              "end": "2024-11-30"})
+    then = direct(project, ["profit", "revenue"], "2024-11-01", "2024-11-30")
+    nodes = {n["name"]: n for n in answer["nodes"]}
+    assert (nodes["profit"]["comparison"], nodes["revenue"]["comparison"]) == (then["profit"], then["revenue"])
+    plain = client.post("/api/v1/whatif", json={**body, "comparison": None}).json()
+    assert "comparison" not in plain and "comparison" not in plain["nodes"][0]
+
+
 def test_what_if_on_a_ratio_and_errors(client, project):
     r = client.post("/api/v1/whatif", json={"root": "margin", **NOV, "changes": {"cogs": -5, "orders": 3}})
     assert r.status_code == 400 and "not in the tree of `margin`" in r.json()["error"]["message"]
@@ -272,6 +372,28 @@ def test_graphql_metric_tree_has_the_same_contributions(client):
     assert default["method"] == "shapley"
     bad = client.post("/graphql", json={"query": TREE, "variables": {"method": "banzhaf"}}).json()
     assert bad["data"] is None and "unknown decomposition method" in bad["errors"][0]["message"]
+
+
+RULED = """query ($rule: ComparisonRule, $c: PeriodInput) { metricTree(root: "profit",
+  period: {start: "2024-03-01", end: "2024-03-31"}, comparisonRule: $rule, comparison: $c) {
+  period { start end } comparison { start end } nodes { name value comparisonValue } } }"""
+
+
+def test_graphql_metric_tree_takes_the_same_comparison_rule(client):
+    for rule, dates, expected in ((None, None, ("2024-02-01", "2024-02-29")),
+                                  ("YEAR_AGO", None, ("2023-03-01", "2023-03-31")),
+                                  (None, {"start": "2024-01-05", "end": "2024-01-09"}, ("2024-01-05", "2024-01-09"))):
+        out = client.post("/graphql", json={"query": RULED, "variables": {"rule": rule, "c": dates}}).json()
+        tree = out["data"]["metricTree"]
+        assert tree["comparison"] == {"start": expected[0], "end": expected[1]}, rule
+        params = {"root": "profit", "start": "2024-03-01", "end": "2024-03-31", "comparison": "custom",
+                  "compare_start": expected[0], "compare_end": expected[1]}
+        rest = client.get("/api/v1/tree", params=params).json()
+        assert {n["name"]: n["comparisonValue"] for n in tree["nodes"]} == pytest.approx(
+            {n["name"]: float(n["comparison"]) for n in rest["nodes"]})
+    bad = client.post("/graphql", json={"query": RULED, "variables": {"rule": "PREVIOUS", "c": {
+        "start": "2024-01-05", "end": "2024-01-09"}}}).json()
+    assert bad["data"] is None and "computes its own dates" in bad["errors"][0]["message"]
 
 
 def test_today_is_the_default_end_of_a_series(client):

@@ -407,7 +407,7 @@ def test_metric_tree_values_and_changes_against_direct_queries(schema, project):
     out = run(schema, TREE, root="profit", period=period)
     tree = out["data"]["metricTree"]
     assert tree["root"] == "profit" and tree["period"] == period
-    assert tree["comparison"] == {"start": "2024-01-01", "end": "2024-03-31"}  # 91 days just before
+    assert tree["comparison"] == {"start": "2024-01-01", "end": "2024-03-31"}  # the quarter before
     names = [n["name"] for n in tree["nodes"]]
     assert names[0] == "profit" and set(names) == {"profit", "net_revenue", "costs", "revenue", "discounts",
                                                    "refunds", "cogs", "shipping", "payment_fees"}
@@ -436,8 +436,8 @@ def test_metric_tree_with_a_comparison_a_filter_and_a_field_name(schema, project
 def test_metric_tree_of_ratios_and_conversions(schema, project):
     for root in ("aov", "margin", "signup_to_order", "revenue_mtd"):
         tree = data(schema, TREE, root=root, period={"start": "2024-02-01", "end": "2024-02-29"})["metricTree"]
-        assert tree["comparison"] == {"start": "2024-01-03", "end": "2024-01-31"}
-        check_tree(project, tree, ("2024-02-01", "2024-02-29"), ("2024-01-03", "2024-01-31"))
+        assert tree["comparison"] == {"start": "2024-01-01", "end": "2024-01-31"}  # the calendar month before
+        check_tree(project, tree, ("2024-02-01", "2024-02-29"), ("2024-01-01", "2024-01-31"))
 
 
 def test_metric_tree_change_pct_is_null_against_zero(schema):
