@@ -1,9 +1,12 @@
 /* Phloem metric-tree explorer: hand-written, no framework, no build step.
  *
  * Reads /api/v1/meta (metrics, views, dimensions), /api/v1/query (the data's last day, filter values),
- * /api/v1/tree (values, changes and contributions), /api/v1/tree/series (sparklines), /api/v1/drill
- * (which dimension values drove a change) and /api/v1/whatif; draws the tree as SVG. The view's state
- * (root, period, grain, comparison, filters, method, expanded nodes) is the URL's query string.
+ * /api/v1/periods (the default period and the arrows' periods), /api/v1/tree (values, changes and
+ * contributions, and the comparison period it used), /api/v1/tree/series (sparklines), /api/v1/drill
+ * (which dimension values drove a change) and /api/v1/whatif; draws the tree as SVG. The page computes no
+ * comparison period itself: it names the rule and shows the dates the API answered with (one rule,
+ * semantic/metrics/periods.py). The view's state (root, period, grain, comparison, filters, method,
+ * expanded nodes) is the URL's query string.
  */
 (() => {
   'use strict';
@@ -12,6 +15,7 @@
   const SVG = 'http://www.w3.org/2000/svg';
   const GRAINS = ['day', 'week', 'month', 'quarter', 'year'];
   const COMPARES = ['previous', 'yoy', 'custom'];
+  const RULES = { previous: 'previous', yoy: 'year_ago', custom: 'custom' }; // the URL's word → the API's
   const METHODS = ['shapley', 'lmdi'];
   const W = 188, H = 132, GX = 16, GY = 48, PAD = 16, SPARK = 12, INDENT = 28, GS = 18;
   const narrow = window.matchMedia('(max-width: 760px)');
@@ -82,23 +86,20 @@
     for (let b = s; b <= e && n < 5000; b = bucketAdd(b, g, 1)) n++;
     return n;
   }
-  /** The period `steps` periods of the same length before (−) or after (+) the given one. */
-  function shift(s, e, g, steps) {
-    if (aligned(s, e, g)) {
-      const n = buckets(s, e, g), start = bucketAdd(s, g, steps * n);
-      return [start, addDays(bucketAdd(start, g, n), -1)];
+  /** The API's parameters for the comparison of `st`: a rule, and dates only for a custom one. */
+  function comparisonParams(st) {
+    if (st.compare === 'custom' && isDate(st.compareStart) && isDate(st.compareEnd)) {
+      return { comparison: 'custom', compare_start: st.compareStart, compare_end: st.compareEnd };
     }
-    const len = days(s, e);
-    return [addDays(s, steps * len), addDays(e, steps * len)];
+    return { comparison: st.compare === 'custom' ? 'previous' : RULES[st.compare] };
   }
-  function comparisonOf(st) {
-    if (st.compare === 'custom' && isDate(st.compareStart) && isDate(st.compareEnd)) return [st.compareStart, st.compareEnd];
-    if (st.compare === 'yoy') {
-      const e = st.end === bucketEnd(st.end, 'month') ? bucketEnd(addMonths(st.end, -12), 'month') : addMonths(st.end, -12);
-      return [addMonths(st.start, -12), e];
-    }
-    return shift(st.start, st.end, st.grain, -1);
+  /** The comparison period as the last tree answer states it (a custom one as asked, before the answer). */
+  function shownComparison() {
+    if (tree && tree.comparison) return [tree.comparison.start, tree.comparison.end];
+    return state.compare === 'custom' ? [state.compareStart || '', state.compareEnd || ''] : ['', ''];
   }
+  /** Dates by the API's rule: `/periods` for a period (start/end, or grain/day/last_day). */
+  const periodsOf = (q) => api('/periods?' + params(q));
   const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
   function periodLabel(s, e, g) {
     const t = parse(s);
@@ -166,7 +167,7 @@
       grain: pick('grain', GRAINS, 'month'),
       start: isDate(q.get('start')) ? q.get('start') : null,
       end: isDate(q.get('end')) ? q.get('end') : null,
-      compare: pick('compare', COMPARES, 'previous'),
+      compare: q.get('compare') === 'year_ago' ? 'yoy' : pick('compare', COMPARES, 'previous'),
       compareStart: isDate(q.get('compare_start')) ? q.get('compare_start') : null,
       compareEnd: isDate(q.get('compare_end')) ? q.get('compare_end') : null,
       method: pick('method', METHODS, 'shapley'),
@@ -181,10 +182,9 @@
     q.set('start', st.start);
     q.set('end', st.end);
     q.set('compare', st.compare);
-    if (st.compare === 'custom') {
-      const [cs, ce] = comparisonOf(st);
-      q.set('compare_start', cs);
-      q.set('compare_end', ce);
+    if (st.compare === 'custom' && isDate(st.compareStart) && isDate(st.compareEnd)) {
+      q.set('compare_start', st.compareStart);
+      q.set('compare_end', st.compareEnd);
     }
     q.set('method', st.method);
     st.where.forEach((w) => q.append('where', w));
@@ -218,8 +218,7 @@
     return q.toString();
   }
   function treeParams() {
-    const [cs, ce] = comparisonOf(state);
-    return { root: state.root, start: state.start, end: state.end, compare_start: cs, compare_end: ce, method: state.method, where: state.where };
+    return { root: state.root, start: state.start, end: state.end, ...comparisonParams(state), method: state.method, where: state.where };
   }
 
   // ---------------------------------------------------------------- model helpers --
@@ -290,6 +289,7 @@
     dataKey = tKey;
     if (s.status === 'fulfilled') { series = s.value; seriesKey = sKey; } else { series = null; seriesKey = ''; }
     setStatus(s.status === 'rejected' ? 'Sparklines unavailable: ' + s.reason.message : '');
+    syncComparison();
     render();
     if (selected && !$('panel').hidden) showPanel(selected, { drill: true, keepFocus: true });
   }
@@ -488,8 +488,8 @@
     });
     el('path', { d }, g);
     const periods = series.periods || [];
-    const [cs] = comparisonOf(state);
-    const ci = periods.indexOf(bucketStart(cs, state.grain));
+    const [cs] = shownComparison();
+    const ci = isDate(cs) ? periods.indexOf(bucketStart(cs, state.grain)) : -1;
     if (ci >= 0 && ok(vals[ci])) el('circle', { cx: x(ci), cy: y(vals[ci]), r: 2.5, class: 'then' }, g);
     const li = vals.length - 1;
     if (ok(vals[li])) el('circle', { cx: x(li), cy: y(vals[li]), r: 2.5, class: 'now' }, g);
@@ -497,7 +497,7 @@
   }
 
   function renderSummary(root) {
-    const [cs, ce] = comparisonOf(state);
+    const [cs, ce] = shownComparison();
     const p = $('summary');
     p.replaceChildren();
     const b = document.createElement('strong');
@@ -568,7 +568,7 @@
     const facts = $('facts');
     facts.replaceChildren();
     const dl = document.createElement('dl');
-    const [cs, ce] = comparisonOf(state);
+    const [cs, ce] = shownComparison();
     const row = (k, v, cls) => {
       const dt = document.createElement('dt'); dt.textContent = k;
       const dd = document.createElement('dd'); dd.textContent = v; if (cls) dd.className = cls;
@@ -632,14 +632,13 @@
     const status = $('drill-status');
     if (!dims.length) { list.replaceChildren(); status.textContent = 'Pick at least one dimension.'; return; }
     const seq = ++drillSeq;
-    const [cs, ce] = comparisonOf(state);
     status.textContent = 'Looking for the drivers…';
     list.setAttribute('aria-busy', 'true');
     delete list.dataset.metric;
     let answer;
     try {
-      answer = await api('/drill?' + params({ metric: name, start: state.start, end: state.end, compare_start: cs,
-        compare_end: ce, dimensions: dims.join(','), where: state.where }));
+      answer = await api('/drill?' + params({ metric: name, start: state.start, end: state.end,
+        ...comparisonParams(state), dimensions: dims.join(','), where: state.where }));
     } catch (e) {
       if (seq === drillSeq) { status.textContent = 'Drill failed: ' + e.message; list.replaceChildren(); list.removeAttribute('aria-busy'); }
       return;
@@ -792,29 +791,30 @@
     $('end').value = state.end;
     $('compare').value = state.compare;
     $('method').value = state.method;
-    const custom = state.compare === 'custom';
-    $('custom').hidden = !custom;
-    const [cs, ce] = comparisonOf(state);
-    $('compare_start').value = cs;
-    $('compare_end').value = ce;
+    $('custom').hidden = state.compare !== 'custom';
+    syncComparison();
     renderChips();
     document.title = `${state.root} · ${periodLabel(state.start, state.end, state.grain)} · Phloem`;
   }
-  /** The last whole bucket of `grain` that holds data (the bucket of the last day, if that day ends it). */
-  function lastFull(grain) {
-    const day = lastDay || iso(new Date());
-    const end = bucketEnd(day, grain);
-    const start = end === day ? bucketStart(day, grain) : bucketAdd(bucketStart(day, grain), grain, -1);
-    return [start, addDays(bucketAdd(start, grain, 1), -1)];
+  /** The comparison period's inputs show the dates the API compared with. */
+  function syncComparison() {
+    const [cs, ce] = shownComparison();
+    $('compare_start').value = cs;
+    $('compare_end').value = ce;
+  }
+  /** Move to the period `/periods` names in `pick` (e.g. `earlier`); an error shows in the status line. */
+  async function goTo(q, pick, patch = {}) {
+    let answer;
+    try { answer = await periodsOf(q); } catch (e) { setStatus('Could not change the period: ' + e.message, 'error'); return; }
+    update({ ...patch, start: answer[pick].start, end: answer[pick].end });
   }
   function bindControls() {
     $('controls').addEventListener('submit', (e) => e.preventDefault());
     $('root').addEventListener('change', (e) => { update({ root: e.target.value, open: null }); populateFilterDims(); });
+    // a grain snaps the period to its bucket holding the period's end, or the last full one before the data ends
     $('grain').addEventListener('change', (e) => {
       const g = e.target.value;
-      let start = bucketStart(state.end, g), end = bucketEnd(state.end, g);
-      if (lastDay && end > lastDay) [start, end] = shift(start, end, g, -1);
-      update({ grain: g, start, end });
+      goTo({ grain: g, day: state.end, last_day: lastDay }, 'period', { grain: g });
     });
     const dates = () => {
       let s = $('start').value, e = $('end').value;
@@ -824,10 +824,10 @@
     };
     $('start').addEventListener('change', dates);
     $('end').addEventListener('change', dates);
-    $('prev').addEventListener('click', () => { const [s, e] = shift(state.start, state.end, state.grain, -1); update({ start: s, end: e }); });
-    $('next').addEventListener('click', () => { const [s, e] = shift(state.start, state.end, state.grain, 1); update({ start: s, end: e }); });
+    $('prev').addEventListener('click', () => goTo({ start: state.start, end: state.end }, 'earlier'));
+    $('next').addEventListener('click', () => goTo({ start: state.start, end: state.end }, 'later'));
     $('compare').addEventListener('change', (e) => {
-      const [cs, ce] = comparisonOf(state);
+      const [cs, ce] = shownComparison(); // a custom comparison starts from the dates just shown
       update({ compare: e.target.value, compareStart: cs, compareEnd: ce });
     });
     const custom = () => {
@@ -894,7 +894,14 @@
       lastDay = null;
     }
     if (!state.start || !state.end) {
-      [state.start, state.end] = lastFull(state.grain);
+      const day = lastDay || iso(new Date()); // the last full bucket of the grain that holds data
+      try {
+        const p = (await periodsOf({ grain: state.grain, day, last_day: day })).period;
+        [state.start, state.end] = [p.start, p.end];
+      } catch (e) {
+        setStatus('Could not pick a period: ' + e.message, 'error');
+        return;
+      }
     } else if (state.start > state.end) {
       [state.start, state.end] = [state.end, state.start];
     }
