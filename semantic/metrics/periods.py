@@ -16,9 +16,10 @@ Pure functions over `datetime.date`; no queries.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from semantic.errors import QueryError
 
@@ -26,6 +27,19 @@ COMPARISONS = ("previous", "year_ago", "custom")
 GRAINS = ("day", "week", "month", "quarter", "year")
 _MONTHS = {"month": 1, "quarter": 3, "year": 12}
 _DAY = dt.timedelta(days=1)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _in_calendar(fn: F) -> F:
+    """Dates past year 1 or 9999 are the client's mistake (a QueryError), not a crash."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (OverflowError, ValueError) as e:
+            raise QueryError("the period or its comparison falls outside the calendar (years 1 to 9999)",
+                             "pick dates further from the calendar's ends") from e
+    return run  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,7 @@ def whole_months(period: Period) -> int | None:
     return (period.end.year - period.start.year) * 12 + period.end.month - period.start.month + 1
 
 
+@_in_calendar
 def shift(period: Period, steps: int) -> Period:
     """The period `steps` periods later (negative: earlier), stepping by whole months when it is whole months."""
     months = whole_months(period)
@@ -101,6 +116,7 @@ def _year_before(day: dt.date) -> dt.date:
     return day.replace(year=day.year - 1, day=28) if (day.month, day.day) == (2, 29) else day.replace(year=day.year - 1)
 
 
+@_in_calendar
 def year_ago(period: Period) -> Period:
     """The same calendar span one year earlier."""
     if whole_months(period) is not None:
@@ -108,6 +124,7 @@ def year_ago(period: Period) -> Period:
     return Period(_year_before(period.start), _year_before(period.end))
 
 
+@_in_calendar
 def compare(period: Any, rule: str | None = None, custom: Any = None) -> tuple[str, Period]:
     """The comparison rule used and the comparison period of `period`. No rule: `custom` when dates are given,
     else `previous`; `previous` and `year_ago` take no dates, `custom` needs them."""
@@ -145,6 +162,7 @@ def add_buckets(first: dt.date, grain: str, n: int) -> dt.date:
     return add_months(first, n * _MONTHS[grain])
 
 
+@_in_calendar
 def bucket_period(day: dt.date, grain: str, last_day: dt.date | None = None) -> Period:
     """The whole `grain` bucket holding `day`; the one before when it runs past `last_day` (the last day with
     data), so `bucket_period(last_day, grain, last_day)` is the last full bucket."""

@@ -101,3 +101,14 @@ def test_bucket_period(day, grain, last, period):
 def test_bucket_period_unknown_grain():
     with pytest.raises(QueryError, match="unknown grain"):
         bucket_period(dt.date(2025, 1, 1), "fortnight")
+
+
+def test_the_calendar_ends_are_query_errors():
+    with pytest.raises(QueryError, match="outside the calendar"):
+        previous(P("0001-01-01", "0001-01-31"))
+    with pytest.raises(QueryError, match="outside the calendar"):
+        shift(P("9999-12-01", "9999-12-31"), 1)
+    with pytest.raises(QueryError, match="outside the calendar"):
+        compare(P("0001-03-01", "0001-03-05"), "year_ago")
+    with pytest.raises(QueryError, match="outside the calendar"):
+        bucket_period(dt.date(1, 1, 5), "month", dt.date(1, 1, 5))
