@@ -20,11 +20,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from semantic.metrics import explore, periods
+from semantic.metrics import explore
 from semantic.metrics.decompose import METHODS
 from semantic.metrics.drill import T_EEP, T_EP, K
 from semantic.metrics.explore import SERIES_GRAINS
-from semantic.metrics.periods import COMPARISONS
+from semantic.metrics.periods import COMPARISONS, bucket_period, compare, shift
 from server.rest import ERRORS
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -52,10 +52,10 @@ class WhatIfRequest(BaseModel):
     where: list[str] = Field(default_factory=list, description="SQL booleans over dimension names.")
     changes: dict[str, float] = Field(min_length=1, examples=[{"cogs": -5.0}],
                                       description="Metric → change in percent (-5.0 = 5 % less).")
-    comparison: Rule | None = Field(None, description="Also value every node over a comparison period: "
-                                                      + RULE_DOC.removeprefix("The comparison period: ")
-                                                      .replace("Default: `custom`", "None: `custom`")
-                                                      .replace("else `previous`", "else no comparison"))
+    comparison: Rule | None = Field(None, description="Also value every node over a comparison period, by the "
+                                                      "rule of GET /tree (`previous`, `year_ago`, `custom`). "
+                                                      "Default: `custom` when compare dates are given, else "
+                                                      "no comparison.")
     compare_start: dt.date | None = Field(None, description="First day of a custom comparison period.")
     compare_end: dt.date | None = Field(None, description="Last day of a custom comparison period (included).")
 
@@ -111,10 +111,10 @@ def router() -> APIRouter:
         elif grain is None or day is None:
             raise _invalid("grain" if grain is None else "day", "give start and end, or grain and day")
         else:
-            period = periods.bucket_period(day, grain, last_day)
-        rule, before = periods.compare(period, *_comparison(comparison, compare_start, compare_end))
+            period = bucket_period(day, grain, last_day)
+        rule, before = compare(period, *_comparison(comparison, compare_start, compare_end))
         return _json({"period": period.as_dict(), "comparison": before.as_dict(), "comparison_rule": rule,
-                      "earlier": periods.shift(period, -1).as_dict(), "later": periods.shift(period, 1).as_dict()})
+                      "earlier": shift(period, -1).as_dict(), "later": shift(period, 1).as_dict()})
 
     @api.get("/tree/series", summary="Every metric of a tree per time bucket, for sparklines (one query)")
     async def series(request: Request, root: str, grain: Grain = "month",
