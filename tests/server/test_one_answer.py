@@ -1,6 +1,6 @@
 """One question, one answer: profit (and cogs, one node of its tree) of the demo's last full month against the
 month before, asked through every door — the explorer page in headless Chromium, REST /api/v1/tree, GraphQL
-metricTree, the PostgreSQL wire (psycopg) — and answered by hand-written SQL over the demo's raw tables.
+metricTree, semantic SQL over HTTP, the PostgreSQL wire (psycopg) — and answered by hand-written SQL over the demo's raw tables.
 
 The periods are worked out here by hand from the raw data's last day, not with semantic.metrics.periods: the
 page and the doors must agree with each other and with the calendar.
@@ -127,9 +127,21 @@ def test_graphql_metric_tree_answers_the_same(live, question):
         assert cents(nodes[name]["comparisonValue"]) == question["before"][name], name
 
 
+SQL = "SELECT MEASURE(profit), MEASURE(cogs) FROM metrics WHERE metric_time >= {} AND metric_time < {}"
+
+
+def test_semantic_sql_over_http_answers_the_same(live, question):
+    for key, period in (("now", question["period"]), ("before", question["comparison"])):
+        sql = SQL.format(f"DATE '{period[0]}'", f"DATE '{period[1] + dt.timedelta(days=1)}'")
+        r = httpx.post(live.url + "/api/v1/sql", json={"sql": sql}, timeout=30)
+        assert r.status_code == 200, r.text
+        (profit, cogs), = r.json(parse_float=Decimal)["rows"]
+        assert (cents(profit), cents(cogs)) == (question[key]["profit"], question[key]["cogs"]), key
+
+
 def test_the_pg_wire_answers_the_same(pg, question):
     dsn = f"host=127.0.0.1 port={pg} user=phloem dbname=shop connect_timeout=10"
-    sql = ("SELECT MEASURE(profit), MEASURE(cogs) FROM metrics WHERE metric_time >= %s AND metric_time < %s")
+    sql = SQL.format("%s", "%s")
     with psycopg.connect(dsn, autocommit=True) as conn:
         for key, period in (("now", question["period"]), ("before", question["comparison"])):
             profit, cogs = conn.execute(sql, (period[0], period[1] + dt.timedelta(days=1))).fetchone()
