@@ -58,6 +58,23 @@ _TOKEN = re.compile(
 )
 
 
+# dbt-aql's Jinja for a feature in `filter` / `join` SQL; `{{-`/`-}}`, spaces and either quote are tolerated
+_JSON_EXTRACT = re.compile(
+    r"""\{\{-?\s*dbt_aql\s*\.\s*json_extract\s*\(\s*
+        (?P<q>['"])\s*(?:\{\s*(?P<side>joined|primary)\s*\}\s*\.\s*)?\{\s*feature_json\s*\}\s*(?P=q)\s*,\s*
+        (?P<k>['"])\s*(?P<key>[^\W\d]\w*)\s*(?P=k)\s*\)\s*-?\}\}""",
+    re.VERBOSE,
+)
+_JINJA_FORMS = {"feature_json": "{feature_json}", "joined": "{joined}.{feature_json}",
+                "primary": "{primary}.{feature_json}"}
+
+
+def _braces(tokens: list, i: int, char: str) -> bool:
+    """`{{` (or `}}`) at tokens[i]: two brace tokens with nothing between them."""
+    return (i + 1 < len(tokens) and tokens[i].is_punct(char) and tokens[i + 1].is_punct(char)
+            and tokens[i].end == tokens[i + 1].start)
+
+
 @dataclass(frozen=True)
 class _Token:
     kind: str  # word | int | string | punct | eof
@@ -342,7 +359,37 @@ class _Parser:
         if first is None:
             raise self.expected(tok, f"a SQL condition after `{keyword.text}`")
         self.at[path] = first
-        return self.text[first.start : last.end]
+        return self.without_jinja(keyword.word(), first, last)
+
+    def without_jinja(self, clause: str, first: _Token, last: _Token) -> str:
+        """The SQL from `first` to `last`, each dbt-aql `{{dbt_aql.json_extract(...)}}` replaced by what it means."""
+        tokens = self.tokens[self.tokens.index(first) : self.tokens.index(last) + 1]
+        out, at, i = [], first.start, 0
+        while i < len(tokens):
+            if not _braces(tokens, i, "{"):
+                i += 1
+                continue
+            opening = tokens[i]
+            end = next((j for j in range(i + 2, len(tokens)) if _braces(tokens, j, "}")), None)
+            if end is None:
+                raise self.error(opening, "unclosed `{{`: expected `}}` in the same condition")
+            call = self.text[opening.start : tokens[end + 1].end]
+            out += [self.text[at : opening.start], self.json_extract(call, clause, opening)]
+            at, i = tokens[end + 1].end, end + 2
+        return "".join(out) + self.text[at : last.end]
+
+    def json_extract(self, call: str, clause: str, tok: _Token) -> str:
+        """`{{dbt_aql.json_extract('{joined}.{feature_json}', 'x')}}` -> `joined.x` (the only Jinja understood)."""
+        m = _JSON_EXTRACT.fullmatch(call)
+        side = (m.group("side") or "feature_json") if m else None
+        allowed = ("joined", "primary") if clause == "join" else ("feature_json",)
+        if side in allowed:
+            return f"{side}.{m.group('key')}"
+        forms = [f"{{{{dbt_aql.json_extract('{_JINJA_FORMS[a]}', 'x')}}}}" for a in allowed]
+        plain = " or ".join(f"`{a}.x`" for a in allowed)
+        what = f"`{side}` features in a `{clause}` clause" if side else f"`{call}`"
+        raise self.error(tok, f"unsupported Jinja in `{clause}`: {what} — only {_listing(forms)} {'are' if len(forms) > 1 else 'is'} understood",
+                         f"write {plain} (a feature of the {'joined or primary row' if clause == 'join' else 'row'})")
 
     def include(self, offset: int) -> list[str]:
         open_tok = self.open_paren("`include`")

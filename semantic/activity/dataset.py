@@ -49,12 +49,16 @@ def bind(sql: str, scope: _Scope, dialect: str = "duckdb") -> exp.Expression:
 
 
 def first(x: exp.Expression, order: list[exp.Ordered], dialect: str) -> exp.Expression:
-    """The first value of x in `order`, NULL included: DuckDB's FIRST(x ORDER BY …); elsewhere the array's head."""
+    """The first non-NULL value of x in `order` (dbt-aql's min(ts || value) skips NULLs too), NULL if none.
+
+    DuckDB: FIRST(x ORDER BY …) FILTER (WHERE x IS NOT NULL); elsewhere the head of the filtered array.
+    """
+    present = exp.Where(this=exp.not_(exp.Is(this=x.copy(), expression=exp.Null())))
     if dialect == "duckdb":
-        return exp.First(this=exp.Order(this=x, expressions=order))
+        return exp.Filter(this=exp.First(this=exp.Order(this=x, expressions=order)), expression=present)
     head = exp.Literal.number(1)  # offset=1: already 1-based, sqlglot must not shift it
-    return exp.Bracket(this=exp.Paren(this=exp.ArrayAgg(this=exp.Order(this=x, expressions=order))),
-                       expressions=[head], offset=1)
+    values = exp.Filter(this=exp.ArrayAgg(this=exp.Order(this=x, expressions=order)), expression=present)
+    return exp.Bracket(this=exp.Paren(this=values), expressions=[head], offset=1)
 
 
 class DatasetCompiler:
