@@ -25,6 +25,7 @@ from semantic import PhloemError, Project
 from semantic.engines import connect
 from semantic.engines.copy import copy_tables
 from semantic.project.load import find_project, load_project
+from semantic.project.verify import validate_project
 
 app = typer.Typer(help="Phloem: a semantic layer built on activity streams.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -95,9 +96,9 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create.")]) -
 
 @app.command()
 def validate(project: ProjectOpt = None) -> None:
-    """Load and check every model file; report every problem at once."""
+    """Load and check every model file, then compile it against the warehouse; report every problem at once."""
     with user_errors():
-        model = load_project(project)
+        model = validate_project(project)
     counts = {k: len(getattr(model, k)) for k in ("streams", "datasets", "views", "metrics")}
     out.print(f"[green]ok[/green] {model.settings.name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 

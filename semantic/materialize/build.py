@@ -12,10 +12,11 @@ from sqlglot import exp
 
 from semantic.activity.dataset import compile_dataset
 from semantic.activity.stream import activity_select, ident, stream_view, table_name
-from semantic.errors import BuildError
+from semantic.errors import BuildError, ModelError
 from semantic.materialize.rollups import RollupBuilds, RollupJob
 from semantic.project.load import Model
 from semantic.project.model import Activity, Stream
+from semantic.project.verify import key_problems
 from semantic.query.rollups import Catalog
 
 STAGE = "__stage_"
@@ -145,6 +146,10 @@ class Builder:
                     e.rollup = job.name
                     raise
                 report.seconds[job.name] = time.perf_counter() - start
+            # unique ids and primary keys are a property of the data: refuse it before anything is published
+            problems = key_problems(self.model, self.engine, {t.name: self.table(t.name, staged=True) for t in todo})
+            if problems:
+                raise ModelError(problems)
             if todo or jobs:
                 self.publish(todo + [Target(j.name, "rollup", None, j.fingerprint) for j in jobs], jobs)
         finally:

@@ -1,0 +1,283 @@
+"""What only the warehouse can tell: every activity, dataset and view compiled against it (nothing is built).
+
+`phloem validate` runs `warehouse_problems` after the static checks, so it refuses what `phloem build` or a
+query would. Each SELECT is described, not run (DuckDB binds it; PostgreSQL plans it under `LIMIT 0`), so
+validating needs no writes. Two checks read the data: a declared activity `id:` and a view's `primary_key`
+must be unique; `phloem build` repeats them on the tables it staged, before publishing any of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlglot import exp
+
+from semantic.activity.dataset import compile_dataset
+from semantic.activity.stream import activity_select, table_name
+from semantic.engines import connect
+from semantic.engines.duckdb import DuckDBEngine
+from semantic.errors import ModelError, Problem
+from semantic.project.load import load_project
+from semantic.project.model import Activity, Dataset, Stream, View
+from semantic.query.graph import bind_columns
+from semantic.query.sqlparts import agg
+from semantic.sqltree import col, ident, parse
+
+CHECK = "_phloem_check_"  # CTE names standing in for the activity tables a build would make
+TIME_TYPES = ("TIMESTAMP", "DATE")  # DuckDB's and PostgreSQL's names of them all start so (TIMESTAMP WITH TIME ZONE…)
+CAST_FIX = "cast it: `expr: cast({x} as timestamp)` (or `try_strptime({x}, '%Y-%m-%d')` for another format)"
+
+
+def warehouse_problems(model, engine) -> list[Problem]:
+    """Everything the warehouse refuses in the model, each pointing at the file and line that produced it."""
+    return _Verifier(model, engine).run()
+
+
+def key_problems(model, engine, tables: dict[str, exp.Table]) -> list[Problem]:
+    """Non-unique declared activity ids and view primary keys in `tables` (name -> the table a build staged)."""
+    v = _Verifier(model, engine)
+    tables = {name: v.sql(exp.select(exp.Star()).from_(t.copy())) for name, t in tables.items()}
+    for stream in model.streams.values():
+        for i, a in enumerate(stream.activities):
+            if a.id and table_name(stream, a) in tables:
+                v.unique_id(stream, i, a, tables[table_name(stream, a)])
+    for view in model.views.values():
+        if view.primary_key and view.dataset in tables:
+            v.unique_key(view, tables[view.dataset])
+    return v.problems
+
+
+def clean(message: str) -> str:
+    """The warehouse's own words without the SQL it quotes back, our internal names or the engine's prefix."""
+    text = message.removeprefix("PostgreSQL: ")
+    text = re.split(r"\n\s*LINE \d+:|\nLINE \d+:", text)[0]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    text = re.sub(r'"?\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)"?\.(?=")|\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)\.(?=\w)', "", text)
+    text = text.replace(CHECK, "")
+    return text[:300]
+
+
+class _Verifier:
+    def __init__(self, model, engine):
+        self.model, self.engine, self.dialect = model, engine, engine.dialect
+        self.problems: list[Problem] = []
+        self.bad_streams: set[str] = set()
+        self.bad_datasets: set[str] = set()
+        self._activities: dict[str, str] = {}
+        self._relations: dict[str, str] = {}
+
+    def add(self, kind: str, name: str, path: tuple, message: str, key: str, fix: str) -> None:
+        origin = self.model.origins.get((kind, name))
+        file, line = (origin.file, origin.line(*path)) if origin else ("<model>", None)
+        self.problems.append(Problem(message, file, line, key, fix))
+
+    def sql(self, query: exp.Expression) -> str:
+        return query.sql(dialect=self.dialect, identify=True)
+
+    def quote(self, name: str) -> str:
+        return ident(name).sql(dialect=self.dialect)
+
+    def refused(self, query: exp.Expression | str) -> str | None:
+        """The warehouse's complaint about `query`, or None when it compiles."""
+        try:
+            self.engine.columns(query)
+        except Exception as e:  # noqa: BLE001 — any driver's refusal is the answer we are asking for
+            return clean(str(e))
+        return None
+
+    # ------------------------------------------------------------ the pass
+
+    def run(self) -> list[Problem]:
+        for stream in self.model.streams.values():
+            for i, a in enumerate(stream.activities):
+                self.activity(stream, i, a)
+        for d in self.model.datasets.values():
+            if d.stream not in self.bad_streams:
+                self.dataset(d)
+        for view in self.model.views.values():
+            if view.dataset not in self.bad_datasets and view.dataset not in self.bad_stream_datasets():
+                self.view(view)
+        return self.problems
+
+    def bad_stream_datasets(self) -> set[str]:
+        return {d.name for d in self.model.datasets.values() if d.stream in self.bad_streams}
+
+    # ------------------------------------------------------------ activities
+
+    def activity(self, stream: Stream, i: int, a: Activity) -> None:
+        key = f"{stream.name}.activities.{a.name}"
+        query = activity_select(stream, a, self.dialect)
+        why = self.refused(query)
+        if why is not None:
+            self.bad_streams.add(stream.name)
+            path = ("activities", i, "sql")
+            feature = next((k for k, f in enumerate(a.features) if f.type and f'"{f.name}"' in why), None)
+            if feature is not None:
+                path = ("activities", i, "features", feature)
+            self.add("streams", stream.name, path, f"the warehouse refuses activity `{a.name}`: {why}", f"{key}.sql",
+                     "fix the activity's SQL (or the feature `type:`) so it runs on its own")
+            return
+        if a.id:
+            self.unique_id(stream, i, a, self.sql(query))
+
+    def unique_id(self, stream: Stream, i: int, a: Activity, rows: str) -> None:
+        found = self.duplicates(rows, "activity_id")
+        if found:
+            n, value, times = found
+            self.add("streams", stream.name, ("activities", i, "id"),
+                     f"activity `{a.name}`'s id `{a.id}` is not unique: {n} value{'s' if n != 1 else ''} repeat "
+                     f"(e.g. `{value}` on {times} rows)", f"{stream.name}.activities.{a.name}.id",
+                     "declare a column that is unique per event as `id:`, or remove `id:` to use a hash of the row")
+
+    def duplicates(self, rows: str, column: str) -> tuple[int, object, int] | None:
+        """(how many values repeat, the most repeated one, its rows) in the SELECT `rows`, or None if unique."""
+        key = self.quote(column)
+        found = self.engine.rows(
+            f'WITH "r" AS ({rows}), "d" AS (SELECT {key} AS "v", count(*) AS "n" FROM "r" WHERE {key} IS NOT NULL '
+            f'GROUP BY {key} HAVING count(*) > 1) SELECT count(*) OVER (), "v", "n" FROM "d" ORDER BY "n" DESC LIMIT 1')
+        return (int(found[0][0]), found[0][1], int(found[0][2])) if found else None
+
+    # ------------------------------------------------------------ datasets
+
+    def table_of(self) -> Callable[[Stream, Activity], exp.Table]:
+        return lambda stream, a: exp.Table(this=ident(CHECK + table_name(stream, a)))
+
+    def activities(self, stream: Stream) -> str:
+        """`name AS (SELECT …)` for each activity of the stream, once: what a dataset reads instead of tables."""
+        if stream.name not in self._activities:
+            self._activities[stream.name] = ", ".join(
+                f"{self.quote(CHECK + table_name(stream, a))} AS ({self.sql(activity_select(stream, a, self.dialect))})"
+                for a in stream.activities)
+        return self._activities[stream.name]
+
+    def dataset_query(self, d: Dataset) -> str:
+        """The dataset's SELECT reading its activities' SELECTs instead of the tables a build would make."""
+        stream = self.model.streams[d.stream]
+        query = self.sql(compile_dataset(stream, d, self.table_of(), self.model.dataset_columns, self.dialect))
+        name = self.quote(CHECK + d.name)
+        return f"WITH {self.activities(stream)}, {name} AS ({query}) SELECT * FROM {name}"
+
+    def dataset(self, d: Dataset) -> None:
+        if self.refused(self.dataset_query(d)) is None:
+            return
+        self.bad_datasets.add(d.name)
+        # the whole SELECT was refused: find the part that is, so the line points at it
+        parts = [(("columns",), "primary columns", d.model_copy(update={"append": (), "include": ()}))]
+        parts += [(("append", i), f"append of `{ap.activity}`",
+                   d.model_copy(update={"columns": (), "append": (ap,), "include": ()}))
+                  for i, ap in enumerate(d.append)]
+        parts += [(("include", i), f"include `{n}`", d.model_copy(update={"columns": (), "append": (), "include": (n,)}))
+                  for i, n in enumerate(d.include)]
+        for path, what, part in parts:
+            why = self.refused(self.dataset_query(part))
+            if why is not None:
+                if path == ("columns",):
+                    path = self.column_path(d, part) or ("primary",)
+                self.add("datasets", d.name, path, f"the warehouse refuses dataset `{d.name}` ({what}): {why}",
+                         f"{d.name}.{'.'.join(str(p) for p in path)}", "fix the expression on this line")
+                return
+        why = self.refused(self.dataset_query(d))
+        self.add("datasets", d.name, ("name",), f"the warehouse refuses dataset `{d.name}`: {why}", d.name,
+                 "fix the dataset's expressions")
+
+    def column_path(self, d: Dataset, primary_only: Dataset) -> tuple | None:
+        for j, c in enumerate(d.columns):
+            if self.refused(self.dataset_query(primary_only.model_copy(update={"columns": (c,)}))) is not None:
+                return ("columns", j)
+        return None
+
+    # ------------------------------------------------------------ views
+
+    def relation(self, view: View) -> str:
+        """The view's rows as SQL text (compiled once per view)."""
+        if view.name not in self._relations:
+            if view.dataset:
+                text = self.dataset_query(self.model.datasets[view.dataset])
+            else:
+                source = exp.to_table(view.table) if view.table else parse(view.sql, self.dialect)
+                text = self.sql(exp.select(exp.Star()).from_(source) if view.table else source)
+            self._relations[view.name] = text
+        return self._relations[view.name]
+
+    def over(self, view: View, *values: exp.Expression, group: bool = False) -> str:
+        """SELECT values FROM the view's rows, aliased as the view so its bound expressions read them."""
+        rows = self.quote(CHECK + view.name)
+        outer = exp.select(*values).from_(exp.alias_(exp.Table(this=ident(CHECK + view.name)), view.name, table=True))
+        return f"WITH {rows} AS ({self.relation(view)}) {self.sql(outer)}"
+
+    def view(self, view: View) -> None:
+        source = "table" if view.table else "sql" if view.sql else "dataset"
+        why = self.refused(self.over(view, exp.Star()))
+        if why is not None:
+            self.add("views", view.name, (source,), f"the warehouse refuses view `{view.name}`'s {source}: {why}",
+                     f"{view.name}.{source}", "check the table name or SQL against the warehouse")
+            return
+        rows = [(("dimensions", i), f"dimensions.{d.name}", bind_columns(d.expr or d.name, view.name))
+                for i, d in enumerate(view.dimensions)]
+        if view.primary_key:
+            rows.append((("primary_key",), "primary_key", col(view.primary_key, view.name)))
+        totals = [(("measures", i), f"measures.{m.name}", agg(m, None if m.agg == "count" and not m.expr
+                                                              else bind_columns(m.expr or m.name, view.name), self.dialect))
+                  for i, m in enumerate(view.measures)]
+        refused = set()
+        for checks in (rows, totals):  # all at once; one by one only to find which the warehouse refuses
+            if not checks or self.refused(self.over(view, *(e for _, _, e in checks))) is None:
+                continue
+            for path, key, value in checks:
+                why = self.refused(self.over(view, value))
+                if why is not None:
+                    refused.add(path)
+                    self.add("views", view.name, path, f"the warehouse refuses `{key}` of view `{view.name}`: {why}",
+                             f"{view.name}.{key}", "fix the expression so it reads the view's columns")
+        self.time_types(view)
+        if view.primary_key and ("primary_key",) not in refused:
+            self.unique_key(view, self.relation(view))
+
+    def time_types(self, view: View) -> None:
+        """`time:` and `type: time` dimensions must be timestamps or dates, not text the warehouse cannot bucket."""
+        times = [(("dimensions", i), f"dimensions.{d.name}", d.name, d.expr or d.name)
+                 for i, d in enumerate(view.dimensions) if d.type == "time"]
+        if view.time and view.time not in {name for _, _, name, _ in times}:
+            dim = next((d for d in view.dimensions if d.name == view.time), None)
+            times.append((("time",), "time", view.time, (dim.expr or dim.name) if dim else view.time))
+        for path, key, name, expr in times:
+            try:
+                [(_, kind)] = self.engine.columns(self.over(view, exp.alias_(bind_columns(expr, view.name), "t",
+                                                                             quoted=True)))
+            except Exception:  # noqa: BLE001 — an expression the warehouse refuses is reported above
+                continue
+            if not kind.upper().startswith(TIME_TYPES):
+                text = kind.upper() in ("VARCHAR", "TEXT") or kind.upper().startswith("CHAR")
+                self.add("views", view.name, path, f"time column `{name}` of view `{view.name}` is "
+                         f"{'text' if text else kind}, not a timestamp or date", f"{view.name}.{key}",
+                         CAST_FIX.format(x=expr) if text else f"cast it: `expr: cast({expr} as timestamp)`")
+
+    def unique_key(self, view: View, rows: str) -> None:
+        found = self.duplicates(rows, view.primary_key)
+        if found:
+            n, value, times = found
+            self.add("views", view.name, ("primary_key",),
+                     f"primary key `{view.primary_key}` of view `{view.name}` is not unique: {n} value"
+                     f"{'s' if n != 1 else ''} repeat (e.g. `{value}` on {times} rows)", f"{view.name}.primary_key",
+                     "name a column that is unique per row, or remove `primary_key:` (joins to this view then "
+                     "would multiply its rows)")
+
+
+def validate_project(root=None):
+    """Load the project, then compile it against its warehouse; raises ModelError listing every problem."""
+    model = load_project(root)
+    warehouse = model.settings.warehouse
+    on_disk = warehouse.engine == "duckdb" and model.database_path != ":memory:"
+    if on_disk and Path(model.database_path).exists():  # validating never writes to the project's database
+        engine = DuckDBEngine(model.database_path, read_only=True, files=model.root)
+    else:
+        engine = connect(model)
+    try:
+        problems = warehouse_problems(model, engine)
+    finally:
+        engine.close()
+    if problems:
+        raise ModelError(problems)
+    return model
