@@ -52,11 +52,24 @@ def key_problems(model, engine, tables: dict[str, exp.Table]) -> list[Problem]:
 def clean(message: str) -> str:
     """The warehouse's own words without the SQL it quotes back, our internal names or the engine's prefix."""
     text = message.removeprefix("PostgreSQL: ")
-    text = re.split(r"\n\s*LINE \d+:|\nLINE \d+:", text)[0]
+    text = re.split(r"\n\s*LINE \d+:|Candidate (?:functions|bindings):", text)[0]
     text = " ".join(line.strip() for line in text.splitlines() if line.strip())
     text = re.sub(r'"?\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)"?\.(?=")|\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)\.(?=\w)', "", text)
     text = text.replace(CHECK, "")
     return text[:300]
+
+
+def part_key(d: Dataset, path: tuple) -> str:
+    """`orders.columns.total`, `orders.append.shipped_order`, `orders.include.x` or `orders.primary`."""
+    kind, *at = path
+    if not at:
+        return f"{d.name}.{kind}"
+    item = {"columns": d.columns, "append": d.append, "include": d.include}[kind][at[0]]
+    return f"{d.name}.{kind}.{getattr(item, 'name', None) or getattr(item, 'activity', item)}"
+
+
+def repeats(n: int, value: object, times: int) -> str:
+    return f"{n} value{'s repeat' if n != 1 else ' repeats'} (e.g. `{value}` on {times} rows)"
 
 
 class _Verifier:
@@ -127,8 +140,7 @@ class _Verifier:
         if found:
             n, value, times = found
             self.add("streams", stream.name, ("activities", i, "id"),
-                     f"activity `{a.name}`'s id `{a.id}` is not unique: {n} value{'s' if n != 1 else ''} repeat "
-                     f"(e.g. `{value}` on {times} rows)", f"{stream.name}.activities.{a.name}.id",
+                     f"activity `{a.name}`'s id `{a.id}` is not unique: {repeats(n, value, times)}", f"{stream.name}.activities.{a.name}.id",
                      "declare a column that is unique per event as `id:`, or remove `id:` to use a hash of the row")
 
     def duplicates(self, rows: str, column: str) -> tuple[int, object, int] | None:
@@ -175,8 +187,9 @@ class _Verifier:
             if why is not None:
                 if path == ("columns",):
                     path = self.column_path(d, part) or ("primary",)
+                key = part_key(d, path)
                 self.add("datasets", d.name, path, f"the warehouse refuses dataset `{d.name}` ({what}): {why}",
-                         f"{d.name}.{'.'.join(str(p) for p in path)}", "fix the expression on this line")
+                         key, "fix the expression on this line")
                 return
         why = self.refused(self.dataset_query(d))
         self.add("datasets", d.name, ("name",), f"the warehouse refuses dataset `{d.name}`: {why}", d.name,
@@ -259,8 +272,7 @@ class _Verifier:
         if found:
             n, value, times = found
             self.add("views", view.name, ("primary_key",),
-                     f"primary key `{view.primary_key}` of view `{view.name}` is not unique: {n} value"
-                     f"{'s' if n != 1 else ''} repeat (e.g. `{value}` on {times} rows)", f"{view.name}.primary_key",
+                     f"primary key `{view.primary_key}` of view `{view.name}` is not unique: {repeats(n, value, times)}", f"{view.name}.primary_key",
                      "name a column that is unique per row, or remove `primary_key:` (joins to this view then "
                      "would multiply its rows)")
 
