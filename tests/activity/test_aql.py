@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -474,3 +475,66 @@ def test_join_only_on_joined_activities_and_sql_not_empty():
     check(
         HEAD + "append first ever b (ts filter )", 3, 32, "expected a SQL condition after `filter`, found `)`"
     )
+
+
+# -- dbt-aql's Jinja helpers in filter and join clauses ----------------------------------------
+
+def upstream(aql: str) -> str:
+    """A pack case spelled as upstream wrote it (the pack's NOTICE: its Jinja was rewritten to `joined.x`)."""
+    aql = re.sub(r"\bjoined\.(\w+)", r"{{dbt_aql.json_extract('{joined}.{feature_json}', '\1')}}", aql)
+    return re.sub(r"\bfeature_json\.(\w+)", r"{{dbt_aql.json_extract('{feature_json}', '\1')}}", aql)
+
+
+@pytest.mark.parametrize("name", ["aql_syntax__filtered", "aql_syntax__joined"])
+def test_upstream_jinja_parses_as_the_pack_spelling(name):
+    text = upstream(CASES[name]["aql"])
+    assert "{{dbt_aql.json_extract(" in text
+    assert parse_aql(text) == parse_aql(CASES[name]["aql"])
+
+
+@pytest.mark.parametrize("jinja", [
+    "{{dbt_aql.json_extract('{joined}.{feature_json}', 'total')}}",
+    '{{ dbt_aql.json_extract("{joined}.{feature_json}", "total") }}',
+    "{{-  dbt_aql . json_extract (\n  '{ joined }.{ feature_json }' ,\t'total'  )  -}}",
+    "{{dbt_aql.json_extract('{joined}.{feature_json}', \"total\")}}",
+])
+def test_jinja_spacing_and_quotes(jinja):
+    dataset, _ = parse_aql(f"using s\nselect all a (ts)\naggregate all b (count(activity_id) as n join {jinja} > 1)")
+    assert dataset["append"][0]["join"] == ["joined.total > 1"]
+
+
+def test_jinja_for_the_primary_row_and_strings_left_alone():
+    text = ("using s\nselect all a (ts)\nappend first after b (ts as b_at\n"
+            "  join {{dbt_aql.json_extract('{primary}.{feature_json}', 'k')}} = joined.k and joined.note <> '{{x}}')")
+    dataset, positions = parse_aql(text)
+    assert dataset["append"][0]["join"] == ["primary.k = joined.k and joined.note <> '{{x}}'"]
+    assert positions[("append", 0, "join", 0)] == 4
+
+
+@pytest.mark.parametrize(("sql", "column", "message", "suggestion"), [
+    ("filter {{ ref('orders') }} > 1", 10,
+     "unsupported Jinja in `filter`: `{{ ref('orders') }}` — only `{{dbt_aql.json_extract('{feature_json}', 'x')}}` "
+     "is understood", "write `feature_json.x`"),
+    ("filter {{dbt_aql.json_extract('{joined}.{feature_json}', 'k')}} > 1", 10,
+     "unsupported Jinja in `filter`: `joined` features in a `filter` clause", "write `feature_json.x`"),
+    ("filter {{dbt_aql.json_extract('{feature_json}', 'k') > 1", 10,
+     "unclosed `{{`: expected `}}` in the same condition", ""),
+])
+def test_other_jinja_is_a_clear_error(sql, column, message, suggestion):
+    with pytest.raises(AqlSyntaxError) as info:
+        parse_aql(f"using s\nselect all a (ts\n  {sql})", source="models/x.aql")
+    e = info.value
+    assert (e.source, e.line, e.column) == ("models/x.aql", 3, column)
+    assert message in e.message
+    assert suggestion in e.suggestion
+
+
+def test_jinja_in_join_names_both_forms():
+    with pytest.raises(AqlSyntaxError) as info:
+        parse_aql("using s\nselect all a (ts)\naggregate all b (count(activity_id) as n\n"
+                  "  join {{ dbt_aql.json_extract('{feature_json}', 'k') }} > 1)")
+    e = info.value
+    assert (e.line, e.column) == (4, 8)
+    assert "`{{dbt_aql.json_extract('{joined}.{feature_json}', 'x')}}` or " \
+           "`{{dbt_aql.json_extract('{primary}.{feature_json}', 'x')}}` are understood" in e.message
+    assert e.suggestion.startswith("write `joined.x` or `primary.x`")

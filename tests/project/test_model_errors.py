@@ -6,10 +6,13 @@ import re
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from semantic import Project
 from semantic.errors import ModelError, Problem
 from semantic.project.load import find_project, load_project
+from semantic.project.verify import validate_project
 
 SETTINGS = "name: shop\n"
 
@@ -608,6 +611,25 @@ def test_aql_dataset_with_unknown_activity(tmp_path):
     check(p, "models/firsts.aql", 3, "firsts.append.signed_upp", "`signed_upp`", "did you mean `signed_up`?")
 
 
+def test_aql_with_unknown_jinja(tmp_path):
+    aql = ("using customer_stream\nselect all placed_order (order_id)\naggregate all shipped_order (\n"
+           "  sum(cost) as cost join {{ var('x') }} = joined.order_id)\n")
+    write(tmp_path, {**BASE, "models/costs.aql": aql})
+    with pytest.raises(ModelError) as info:
+        load_project(tmp_path)
+    p = only(info.value.problems)
+    check(p, "models/costs.aql", 4, "costs", "AQL syntax error at column 26: unsupported Jinja in `join`: "
+          "`{{ var('x') }}`", "write `joined.x` or `primary.x`")
+
+
+def test_aql_with_dbt_aql_jinja_loads(tmp_path):
+    aql = ("using customer_stream\nselect all placed_order (order_id)\naggregate all shipped_order (\n"
+           "  sum(cost) as cost join {{dbt_aql.json_extract('{joined}.{feature_json}', 'order_id')}} = "
+           "{{dbt_aql.json_extract('{primary}.{feature_json}', 'order_id')}})\n")
+    write(tmp_path, {**BASE, "models/costs.aql": aql})
+    assert load_project(tmp_path).datasets["costs"].append[0].join == ("joined.order_id = primary.order_id",)
+
+
 def test_missing_phloem_yml(tmp_path):
     (tmp_path / "models").mkdir()
     with pytest.raises(ModelError) as info:
@@ -659,3 +681,120 @@ def test_dataset_named_like_a_stream_table(tmp_path):
     p = only(problems(tmp_path, datasets=datasets, views=views))
     check(p, "models/datasets.yml", line(DATASETS, "- name: orders"), "customer_stream",
           "already the name of a stream table", "rename the dataset")
+
+
+# -- what only the warehouse can tell (`phloem validate` compiles the model against it) ----------
+
+WAREHOUSE = "name: shop\nwarehouse: {database: warehouse.duckdb}\n"
+
+
+def with_data(tmp_path: Path, orders: list[tuple] = ((1, 10, "2024-01-01", "web", 25), (2, 10, "2024-01-02", "app", 30),
+                                                      (3, 11, "2024-01-02", "web", 15))) -> Path:
+    """The base project over a DuckDB file holding its raw tables (`ordered_on` is the order date as text)."""
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("create schema raw")
+    con.execute("create table raw.orders (order_id int, customer_id int, ordered_at timestamp, ordered_on text, "
+                "channel text, total int)")
+    for o in orders:
+        con.execute("insert into raw.orders values (?, ?, cast(? as timestamp), ?, ?, ?)", [o[0], o[1], o[2], *o[2:]])
+    con.execute("create table raw.customers as select 10 as customer_id, timestamp '2023-12-01' as created_at, "
+                "'ads' as source")
+    con.execute("create table raw.shipments as select 1 as order_id, 10 as customer_id, "
+                "timestamp '2024-01-03' as shipped_at, 4 as cost")
+    con.close()
+    return tmp_path
+
+
+def warehouse_problems(tmp_path: Path, **changes: str) -> list[Problem]:
+    """Like `problems`, but through `validate` against the warehouse (the model files alone are sound)."""
+    files = {**BASE, "phloem.yml": WAREHOUSE}
+    for stem, text in changes.items():
+        files[f"models/{stem}.yml"] = text
+    write(with_data(tmp_path), files)
+    load_project(tmp_path)  # no static problem: what follows is found by the warehouse
+    with pytest.raises(ModelError) as info:
+        validate_project(tmp_path)
+    return info.value.problems
+
+
+def test_validate_a_sound_project_without_writing(tmp_path):
+    write(with_data(tmp_path), {**BASE, "phloem.yml": WAREHOUSE})
+    before = (tmp_path / "warehouse.duckdb").read_bytes()
+    assert set(validate_project(tmp_path).views) == {"orders"}
+    assert (tmp_path / "warehouse.duckdb").read_bytes() == before  # opened read-only: nothing built or staged
+
+
+def test_text_column_as_view_time(tmp_path):
+    views = VIEWS + "  - {name: raw_orders, table: raw.orders, time: ordered_on, measures: [{name: n, agg: count}]}\n"
+    p = only(warehouse_problems(tmp_path, views=views))
+    check(p, "models/views.yml", line(views, "name: raw_orders"), "raw_orders.time",
+          "time column `ordered_on` of view `raw_orders` is text, not a timestamp or date",
+          "cast it: `expr: cast(ordered_on as timestamp)`")
+
+
+def test_text_time_dimension(tmp_path):
+    views = edit(VIEWS, "dimensions: [channel]", "dimensions: [channel, {name: channel_day, type: time, expr: channel}]")
+    p = only(warehouse_problems(tmp_path, views=views))
+    check(p, "models/views.yml", line(views, "channel_day"), "orders.dimensions.channel_day",
+          "time column `channel_day` of view `orders` is text", "cast(channel as timestamp)")
+
+
+def test_non_unique_primary_key(tmp_path):
+    views = edit(VIEWS, "primary_key: order_id", "primary_key: channel")
+    p = only(warehouse_problems(tmp_path, views=views))
+    check(p, "models/views.yml", line(views, "primary_key: channel"), "orders.primary_key",
+          "primary key `channel` of view `orders` is not unique: 1 value repeats (e.g. `web` on 2 rows)",
+          "name a column that is unique per row")
+
+
+def test_non_unique_activity_id_is_refused_by_validate_and_build(tmp_path):
+    twice = ((1, 10, "2024-01-01", "web", 25), (1, 10, "2024-01-02", "app", 30))
+    write(with_data(tmp_path, twice), {**BASE, "phloem.yml": WAREHOUSE})
+    with pytest.raises(ModelError) as info:
+        validate_project(tmp_path)
+    found = info.value.problems
+    assert [p.key for p in found] == ["customer_stream.activities.placed_order.id", "orders.primary_key"]
+    check(found[0], "models/streams.yml", line(STREAMS, "id: order_id"), "placed_order.id",
+          "activity `placed_order`'s id `order_id` is not unique: 1 value repeats (e.g. `1` on 2 rows)",
+          "remove `id:` to use a hash of the row")
+    check(found[1], "models/views.yml", line(VIEWS, "primary_key: order_id"), "orders.primary_key",
+          "not unique", "unique per row")
+    project = Project.load(tmp_path)
+    try:
+        with pytest.raises(ModelError) as built:
+            project.build()
+        assert not project.engine.table_exists("phloem", "orders")  # refused before anything was published
+    finally:
+        project.close()
+    # the build sees the same data, so it gives the same problems
+    assert [str(p) for p in built.value.problems] == [str(p) for p in found]
+
+
+def test_warehouse_refuses_a_dataset_column(tmp_path):
+    datasets = edit(DATASETS, "columns: [order_id, channel, total,", "columns: [order_id, channel, {name: x, expr: total + channel}, total,")
+    p = only(warehouse_problems(tmp_path, datasets=datasets))
+    check(p, "models/datasets.yml", line(DATASETS, "columns: [order_id"), "orders.columns.x",
+          "the warehouse refuses dataset `orders` (primary columns): Binder Error: No function matches", "fix")
+    assert "Candidate" not in p.message and "select" not in p.message.lower()
+
+
+def test_warehouse_refuses_an_appended_column(tmp_path):
+    datasets = edit(DATASETS, "agg: sum, expr: cost", "agg: sum, expr: \"cost || 'x'\"")
+    p = only(warehouse_problems(tmp_path, datasets=datasets))
+    check(p, "models/datasets.yml", line(DATASETS, "- activity: shipped_order"), "orders.append.shipped_order",
+          "the warehouse refuses dataset `orders` (append of `shipped_order`)", "fix")
+
+
+def test_warehouse_refuses_a_measure(tmp_path):
+    views = edit(VIEWS, "{name: revenue, agg: sum, expr: total}", "{name: revenue, agg: sum, expr: channel}")
+    p = only(warehouse_problems(tmp_path, views=views))
+    check(p, "models/views.yml", line(VIEWS, "name: revenue"), "orders.measures.revenue",
+          "the warehouse refuses `measures.revenue` of view `orders`", "fix the expression")
+
+
+def test_warehouse_refuses_activity_sql(tmp_path):
+    streams = edit(STREAMS, "from raw.shipments", "from raw.shipment")
+    p = only(warehouse_problems(tmp_path, streams=streams))
+    check(p, "models/streams.yml", line(STREAMS, "sql: select order_id, customer_id as customer, shipped_at"),
+          "customer_stream.activities.shipped_order.sql", "the warehouse refuses activity `shipped_order`: Catalog Error",
+          "fix the activity's SQL")
