@@ -16,7 +16,7 @@ from semantic.errors import BuildError, ModelError
 from semantic.materialize.rollups import RollupBuilds, RollupJob
 from semantic.project.load import Model
 from semantic.project.model import Activity, Stream
-from semantic.project.verify import key_problems
+from semantic.project.verify import staged_problems
 from semantic.query.rollups import Catalog
 
 STAGE = "__stage_"
@@ -146,8 +146,8 @@ class Builder:
                     e.rollup = job.name
                     raise
                 report.seconds[job.name] = time.perf_counter() - start
-            # unique ids and primary keys are a property of the data: refuse it before anything is published
-            problems = key_problems(self.model, self.engine, {t.name: self.table(t.name, staged=True) for t in todo})
+            # unique ids and keys, and time columns, depend on the data: refuse it before anything is published
+            problems = staged_problems(self.model, self.engine, {t.name: self.table(t.name, staged=True) for t in todo})
             if problems:
                 raise ModelError(problems)
             if todo or jobs:

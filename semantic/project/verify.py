@@ -3,7 +3,8 @@
 `phloem validate` runs `warehouse_problems` after the static checks, so it refuses what `phloem build` or a
 query would. Each SELECT is described, not run (DuckDB binds it; PostgreSQL plans it under `LIMIT 0`), so
 validating needs no writes. Two checks read the data: a declared activity `id:` and a view's `primary_key`
-must be unique; `phloem build` repeats them on the tables it staged, before publishing any of them.
+must be unique. `phloem build` repeats those and the time-column check on the tables it staged, before
+publishing any of them, so a query on a fresh project gets the same model error, not the warehouse's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from semantic.sqltree import col, ident, parse
 
 CHECK = "_phloem_check_"  # CTE names standing in for the activity tables a build would make
 TIME_TYPES = ("TIMESTAMP", "DATE")  # DuckDB's and PostgreSQL's names of them all start so (TIMESTAMP WITH TIME ZONE…)
-CAST_FIX = "cast it: `expr: cast({x} as timestamp)` (or `try_strptime({x}, '%Y-%m-%d')` for another format)"
+CAST_FIX = "cast it: `expr: cast({x} as timestamp)` (the text must read as a timestamp, e.g. 2024-01-31 12:00)"
 
 
 def warehouse_problems(model, engine) -> list[Problem]:
@@ -35,8 +36,9 @@ def warehouse_problems(model, engine) -> list[Problem]:
     return _Verifier(model, engine).run()
 
 
-def key_problems(model, engine, tables: dict[str, exp.Table]) -> list[Problem]:
-    """Non-unique declared activity ids and view primary keys in `tables` (name -> the table a build staged)."""
+def staged_problems(model, engine, tables: dict[str, exp.Table]) -> list[Problem]:
+    """What a build must not publish, in `tables` (name -> the table it staged): non-unique declared activity
+    ids and view primary keys, and view time columns that are not timestamps."""
     v = _Verifier(model, engine)
     tables = {name: v.sql(exp.select(exp.Star()).from_(t.copy())) for name, t in tables.items()}
     for stream in model.streams.values():
@@ -44,8 +46,11 @@ def key_problems(model, engine, tables: dict[str, exp.Table]) -> list[Problem]:
             if a.id and table_name(stream, a) in tables:
                 v.unique_id(stream, i, a, tables[table_name(stream, a)])
     for view in model.views.values():
-        if view.primary_key and view.dataset in tables:
-            v.unique_key(view, tables[view.dataset])
+        if view.dataset in tables:
+            v._relations[view.name] = tables[view.dataset]
+            v.time_types(view)
+            if view.primary_key:
+                v.unique_key(view, tables[view.dataset])
     return v.problems
 
 
@@ -54,7 +59,8 @@ def clean(message: str) -> str:
     text = message.removeprefix("PostgreSQL: ")
     text = re.split(r"\n\s*LINE \d+:|Candidate (?:functions|bindings):", text)[0]
     text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    text = re.sub(r'"?\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)"?\.(?=")|\b(?:p|t|a|c|src|_q|j\d+(?:_\w+)?)\.(?=\w)', "", text)
+    # our table aliases (p for the primary rows, j1… for joined ones) mean nothing to the user
+    text = re.sub(r'"(?:p|t|a|c|r|src|_q|j\d+(?:_\w+)?)"\.(?=")|\b(?:p|t|src|j\d+(?:_\w+)?)\.(?=\w)', "", text)
     text = text.replace(CHECK, "")
     return text[:300]
 
@@ -103,6 +109,7 @@ class _Verifier:
     # ------------------------------------------------------------ the pass
 
     def run(self) -> list[Problem]:
+        self.engine.rows("select 1")  # an unreachable warehouse is one error, not a refusal of every activity
         for stream in self.model.streams.values():
             for i, a in enumerate(stream.activities):
                 self.activity(stream, i, a)
@@ -140,7 +147,8 @@ class _Verifier:
         if found:
             n, value, times = found
             self.add("streams", stream.name, ("activities", i, "id"),
-                     f"activity `{a.name}`'s id `{a.id}` is not unique: {repeats(n, value, times)}", f"{stream.name}.activities.{a.name}.id",
+                     f"activity `{a.name}`'s id `{a.id}` is not unique: {repeats(n, value, times)}",
+                     f"{stream.name}.activities.{a.name}.id",
                      "declare a column that is unique per event as `id:`, or remove `id:` to use a hash of the row")
 
     def duplicates(self, rows: str, column: str) -> tuple[int, object, int] | None:
@@ -214,7 +222,7 @@ class _Verifier:
             self._relations[view.name] = text
         return self._relations[view.name]
 
-    def over(self, view: View, *values: exp.Expression, group: bool = False) -> str:
+    def over(self, view: View, *values: exp.Expression) -> str:
         """SELECT values FROM the view's rows, aliased as the view so its bound expressions read them."""
         rows = self.quote(CHECK + view.name)
         outer = exp.select(*values).from_(exp.alias_(exp.Table(this=ident(CHECK + view.name)), view.name, table=True))
@@ -272,7 +280,8 @@ class _Verifier:
         if found:
             n, value, times = found
             self.add("views", view.name, ("primary_key",),
-                     f"primary key `{view.primary_key}` of view `{view.name}` is not unique: {repeats(n, value, times)}", f"{view.name}.primary_key",
+                     f"primary key `{view.primary_key}` of view `{view.name}` is not unique: {repeats(n, value, times)}",
+                     f"{view.name}.primary_key",
                      "name a column that is unique per row, or remove `primary_key:` (joins to this view then "
                      "would multiply its rows)")
 
@@ -281,9 +290,9 @@ def validate_project(root=None):
     """Load the project, then compile it against its warehouse; raises ModelError listing every problem."""
     model = load_project(root)
     warehouse = model.settings.warehouse
-    on_disk = warehouse.engine == "duckdb" and model.database_path != ":memory:"
-    if on_disk and Path(model.database_path).exists():  # validating never writes to the project's database
-        engine = DuckDBEngine(model.database_path, read_only=True, files=model.root)
+    if warehouse.engine == "duckdb":  # validating never writes to (or creates) the project's database
+        on_disk = model.database_path != ":memory:" and Path(model.database_path).exists()
+        engine = DuckDBEngine(model.database_path if on_disk else ":memory:", read_only=on_disk, files=model.root)
     else:
         engine = connect(model)
     try:

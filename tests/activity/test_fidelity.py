@@ -203,6 +203,14 @@ def test_text_time_column(engine, tmp_path):
     assert (p.file, p.line, p.key) == ("models/shop.yml", line_of(rows, "time: placed_on"), "orders.time")
     assert p.message == "time column `placed_on` of view `orders` is text, not a timestamp or date"
     assert "cast(placed_on as timestamp)" in p.suggestion
+    (tmp_path / "models" / "metrics.yml").write_text("metrics: [{name: revenue, measure: orders.revenue}]\n")
+    project = Project.load(tmp_path)
+    try:  # a query on the unbuilt project builds first, and gets the same model error
+        with pytest.raises(ModelError) as info:
+            project.query(metrics=["revenue"], dimensions=["metric_time__month"])
+        assert [str(x) for x in info.value.problems] == [str(p)]
+    finally:
+        project.close()
 
 
 def test_non_unique_primary_key_at_validate_and_build(engine, tmp_path):
