@@ -10,7 +10,7 @@ publishing any of them, so a query on a fresh project gets the same model error,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sqlglot import exp
@@ -21,13 +21,15 @@ from semantic.engines import connect
 from semantic.engines.duckdb import DuckDBEngine
 from semantic.errors import ModelError, Problem
 from semantic.project.load import load_project
-from semantic.project.model import Activity, Dataset, Stream, View
+from semantic.project.model import Activity, Column, Dataset, Stream, View
 from semantic.query.graph import bind_columns
 from semantic.query.sqlparts import agg
 from semantic.sqltree import col, ident, parse
 
 CHECK = "_phloem_check_"  # CTE names standing in for the activity tables a build would make
 TIME_TYPES = ("TIMESTAMP", "DATE")  # DuckDB's and PostgreSQL's names of them all start so (TIMESTAMP WITH TIME ZONE…)
+# a column every dataset can select, named apart from any user column: what each part is checked with
+ROW_ID = Column.model_construct(name="_phloem_check_row", expr="activity_id", agg=None, fill=None, type=None)
 CAST_FIX = "cast it: `expr: cast({x} as timestamp)` (the text must read as a timestamp, e.g. 2024-01-31 12:00)"
 
 
@@ -66,12 +68,15 @@ def clean(message: str) -> str:
 
 
 def part_key(d: Dataset, path: tuple) -> str:
-    """`orders.columns.total`, `orders.append.shipped_order`, `orders.include.x` or `orders.primary`."""
+    """`orders.columns.total`, `orders.append.shipped_order.filter`, `orders.primary.filter`, `orders.include.x`."""
     kind, *at = path
-    if not at:
-        return f"{d.name}.{kind}"
+    if kind == "primary":
+        return f"{d.name}.primary.filter"
     item = {"columns": d.columns, "append": d.append, "include": d.include}[kind][at[0]]
-    return f"{d.name}.{kind}.{getattr(item, 'name', None) or getattr(item, 'activity', item)}"
+    key = f"{d.name}.{kind}.{getattr(item, 'name', None) or getattr(item, 'activity', item)}"
+    if kind == "append" and len(at) > 1:
+        key += f".{at[1]}" + (f".{item.columns[at[2]].name}" if at[1] == "columns" else "")
+    return key
 
 
 def repeats(n: int, value: object, times: int) -> str:
@@ -183,31 +188,40 @@ class _Verifier:
         if self.refused(self.dataset_query(d)) is None:
             return
         self.bad_datasets.add(d.name)
-        # the whole SELECT was refused: find the part that is, so the line points at it
-        parts = [(("columns",), "primary columns", d.model_copy(update={"append": (), "include": ()}))]
-        parts += [(("append", i), f"append of `{ap.activity}`",
-                   d.model_copy(update={"columns": (), "append": (ap,), "include": ()}))
-                  for i, ap in enumerate(d.append)]
-        parts += [(("include", i), f"include `{n}`", d.model_copy(update={"columns": (), "append": (), "include": (n,)}))
-                  for i, n in enumerate(d.include)]
-        for path, what, part in parts:
+        # the whole SELECT was refused: narrow it down to the one filter, column or join, so the line points at it
+        for path, part in self.parts(d):
             why = self.refused(self.dataset_query(part))
             if why is not None:
-                if path == ("columns",):
-                    path = self.column_path(d, part) or ("primary",)
-                key = part_key(d, path)
-                self.add("datasets", d.name, path, f"the warehouse refuses dataset `{d.name}` ({what}): {why}",
-                         key, "fix the expression on this line")
+                self.add("datasets", d.name, path, f"the warehouse refuses dataset `{d.name}`: {why}",
+                         part_key(d, path), "fix the expression on this line")
                 return
         why = self.refused(self.dataset_query(d))
         self.add("datasets", d.name, ("name",), f"the warehouse refuses dataset `{d.name}`: {why}", d.name,
                  "fix the dataset's expressions")
 
-    def column_path(self, d: Dataset, primary_only: Dataset) -> tuple | None:
+    def parts(self, d: Dataset) -> Iterator[tuple[tuple, Dataset]]:
+        """(key path, a dataset holding only that part) for each part, most basic first."""
+        alone = {"columns": (ROW_ID,), "append": (), "include": ()}
+        bare = d.model_copy(update={**alone, "primary": d.primary.model_copy(update={"filter": ()})})
+        for j, f in enumerate(d.primary.filter):
+            yield ("primary", "filter", j), bare.model_copy(update={"primary": d.primary.model_copy(update={"filter": (f,)})})
         for j, c in enumerate(d.columns):
-            if self.refused(self.dataset_query(primary_only.model_copy(update={"columns": (c,)}))) is not None:
-                return ("columns", j)
-        return None
+            yield ("columns", j), d.model_copy(update={**alone, "columns": (c,)})
+        for i, ap in enumerate(d.append):
+            plain = ap.model_copy(update={"filter": (), "join": ()})
+
+            def one(plain=plain, **kw) -> Dataset:
+                return d.model_copy(update={**alone, "append": (plain.model_copy(update=kw),)})
+
+            for j, f in enumerate(ap.filter):
+                yield ("append", i, "filter", j), one(filter=(f,), columns=ap.columns[:1])
+            for j, f in enumerate(ap.join):
+                yield ("append", i, "join", j), one(join=(f,), columns=ap.columns[:1])
+            for j, c in enumerate(ap.columns):
+                yield ("append", i, "columns", j), one(columns=(c,))
+            yield ("append", i), d.model_copy(update={**alone, "append": (ap,)})
+        for i, n in enumerate(d.include):
+            yield ("include", i), d.model_copy(update={**alone, "include": (n,)})
 
     # ------------------------------------------------------------ views
 

@@ -774,15 +774,32 @@ def test_warehouse_refuses_a_dataset_column(tmp_path):
     datasets = edit(DATASETS, "columns: [order_id, channel, total,", "columns: [order_id, channel, {name: x, expr: total + channel}, total,")
     p = only(warehouse_problems(tmp_path, datasets=datasets))
     check(p, "models/datasets.yml", line(DATASETS, "columns: [order_id"), "orders.columns.x",
-          "the warehouse refuses dataset `orders` (primary columns): Binder Error: No function matches", "fix")
+          "the warehouse refuses dataset `orders`: Binder Error: No function matches", "fix")
     assert "Candidate" not in p.message and "select" not in p.message.lower()
 
 
 def test_warehouse_refuses_an_appended_column(tmp_path):
     datasets = edit(DATASETS, "agg: sum, expr: cost", "agg: sum, expr: \"cost || 'x'\"")
     p = only(warehouse_problems(tmp_path, datasets=datasets))
-    check(p, "models/datasets.yml", line(DATASETS, "- activity: shipped_order"), "orders.append.shipped_order",
-          "the warehouse refuses dataset `orders` (append of `shipped_order`)", "fix")
+    check(p, "models/datasets.yml", line(DATASETS, "columns: [{name: shipping_cost"),
+          "orders.append.shipped_order.columns.shipping_cost", "the warehouse refuses dataset `orders`", "fix")
+
+
+def test_warehouse_refusals_in_aql_point_at_the_filter_or_join(tmp_path):
+    aql = ("using customer_stream\nselect all placed_order (order_id, total\n  filter total > 10)\n"
+           "aggregate all shipped_order (\n  sum(cost) as cost\n  filter cost > 0\n"
+           "  join joined.cost - 1 > 0)\n")
+    write(with_data(tmp_path), {**BASE, "phloem.yml": WAREHOUSE, "models/costs.aql": aql})
+    with pytest.raises(ModelError) as info:
+        validate_project(tmp_path)
+    p = only(info.value.problems)
+    check(p, "models/costs.aql", 7, "costs.append.shipped_order.join", "the warehouse refuses dataset `costs`: ",
+          "fix the expression")
+    write(tmp_path, {"models/costs.aql": aql.replace("total > 10", "total - channel > 10").replace("joined.cost - 1", "joined.cost")})
+    with pytest.raises(ModelError) as info:
+        validate_project(tmp_path)
+    p = only(info.value.problems)
+    check(p, "models/costs.aql", 3, "costs.primary.filter", "the warehouse refuses dataset `costs`: ", "fix")
 
 
 def test_warehouse_refuses_a_measure(tmp_path):
