@@ -98,7 +98,10 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create.")]) -
 def validate(project: ProjectOpt = None) -> None:
     """Load and check every model file, then compile it against the warehouse; report every problem at once."""
     with user_errors():
-        model = validate_project(project)
+        validated = validate_project(project)
+    if validated.skipped:
+        err.print(f"[yellow]note:[/yellow] {validated.skipped}")
+    model = validated.model
     counts = {k: len(getattr(model, k)) for k in ("streams", "datasets", "views", "metrics")}
     out.print(f"[green]ok[/green] {model.settings.name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 from sqlglot import exp
 
 from semantic.activity.dataset import compile_dataset
@@ -20,7 +22,7 @@ from semantic.activity.stream import activity_select, table_name
 from semantic.engines import connect
 from semantic.engines.duckdb import DuckDBEngine
 from semantic.errors import ModelError, Problem
-from semantic.project.load import load_project
+from semantic.project.load import Model, load_project
 from semantic.project.model import Activity, Column, Dataset, Stream, View
 from semantic.query.graph import bind_columns
 from semantic.query.sqlparts import agg
@@ -300,13 +302,25 @@ class _Verifier:
                      "would multiply its rows)")
 
 
-def validate_project(root=None):
+@dataclass(frozen=True)
+class Validated:
+    model: Model
+    skipped: str | None = None  # why the warehouse was not asked, when another process holds it
+
+
+def validate_project(root=None) -> Validated:
     """Load the project, then compile it against its warehouse; raises ModelError listing every problem."""
     model = load_project(root)
     warehouse = model.settings.warehouse
     if warehouse.engine == "duckdb":  # validating never writes to (or creates) the project's database
         on_disk = model.database_path != ":memory:" and Path(model.database_path).exists()
-        engine = DuckDBEngine(model.database_path if on_disk else ":memory:", read_only=on_disk, files=model.root)
+        try:
+            engine = DuckDBEngine(model.database_path if on_disk else ":memory:", read_only=on_disk, files=model.root)
+        except duckdb.IOException as e:  # a running `phloem serve` holds the file: the model files are still checked
+            pid = re.search(r"\(PID (\d+)\)", str(e))
+            holder = f"PID {pid.group(1)}" if pid else "another process"
+            return Validated(model, f"the warehouse checks were skipped: {holder} holds the database; stop it and "
+                                    "run `phloem validate` again to compile the model against it")
     else:
         engine = connect(model)
     try:
@@ -315,4 +329,4 @@ def validate_project(root=None):
         engine.close()
     if problems:
         raise ModelError(problems)
-    return model
+    return Validated(model)

@@ -194,7 +194,7 @@ def engine(request):
 
 def test_validate_passes_a_sound_project(engine, tmp_path):
     shop(engine, tmp_path, SHOP_VIEW)
-    assert validate_project(tmp_path).views["orders"].time == "ordered_at"
+    assert validate_project(tmp_path).model.views["orders"].time == "ordered_at"
 
 
 def test_text_time_column(engine, tmp_path):

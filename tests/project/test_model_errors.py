@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -720,7 +722,7 @@ def warehouse_problems(tmp_path: Path, **changes: str) -> list[Problem]:
 def test_validate_a_sound_project_without_writing(tmp_path):
     write(with_data(tmp_path), {**BASE, "phloem.yml": WAREHOUSE})
     before = (tmp_path / "warehouse.duckdb").read_bytes()
-    assert set(validate_project(tmp_path).views) == {"orders"}
+    assert set(validate_project(tmp_path).model.views) == {"orders"}
     assert (tmp_path / "warehouse.duckdb").read_bytes() == before  # opened read-only: nothing built or staged
 
 
@@ -815,3 +817,18 @@ def test_warehouse_refuses_activity_sql(tmp_path):
     check(p, "models/streams.yml", line(STREAMS, "sql: select order_id, customer_id as customer, shipped_at"),
           "customer_stream.activities.shipped_order.sql", "the warehouse refuses activity `shipped_order`: Catalog Error",
           "fix the activity's SQL")
+
+
+def test_validate_beside_a_process_holding_the_database(tmp_path):
+    write(with_data(tmp_path), {**BASE, "phloem.yml": WAREHOUSE})
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); sys.stdin.read()", str(tmp_path / "warehouse.duckdb")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        validated = validate_project(tmp_path)  # the model files are still checked; the warehouse cannot be asked
+        assert set(validated.model.views) == {"orders"}
+        assert validated.skipped.startswith(f"the warehouse checks were skipped: PID {holder.pid} holds the database")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
