@@ -187,6 +187,18 @@ def problems(root) -> list:
     return info.value.problems
 
 
+def refused_by_build(root, problem, run) -> None:
+    """`run(project)` builds, and the build refuses with `problem` before publishing anything."""
+    project = Project.load(root)
+    try:
+        with pytest.raises(ModelError) as info:
+            run(project)
+        assert [str(x) for x in info.value.problems] == [str(problem)]
+        assert not project.engine.table_exists("phloem", "orders")
+    finally:
+        project.close()
+
+
 @pytest.fixture(params=["duckdb", "postgres"])
 def engine(request):
     return request
@@ -204,13 +216,8 @@ def test_text_time_column(engine, tmp_path):
     assert p.message == "time column `placed_on` of view `orders` is text, not a timestamp or date"
     assert "cast(placed_on as timestamp)" in p.suggestion
     (tmp_path / "models" / "metrics.yml").write_text("metrics: [{name: revenue, measure: orders.revenue}]\n")
-    project = Project.load(tmp_path)
-    try:  # a query on the unbuilt project builds first, and gets the same model error
-        with pytest.raises(ModelError) as info:
-            project.query(metrics=["revenue"], dimensions=["metric_time__month"])
-        assert [str(x) for x in info.value.problems] == [str(p)]
-    finally:
-        project.close()
+    # a query on the unbuilt project builds first, and gets the same model error
+    refused_by_build(tmp_path, p, lambda project: project.query(metrics=["revenue"], dimensions=["metric_time__month"]))
 
 
 def test_non_unique_primary_key_at_validate_and_build(engine, tmp_path):
@@ -219,14 +226,7 @@ def test_non_unique_primary_key_at_validate_and_build(engine, tmp_path):
     assert (p.file, p.line, p.key) == ("models/shop.yml", line_of(rows, "primary_key: customer"), "orders.primary_key")
     assert p.message == "primary key `customer` of view `orders` is not unique: 1 value repeats (e.g. `c1` on 2 rows)"
     assert "unique per row" in p.suggestion
-    project = Project.load(tmp_path)
-    try:
-        with pytest.raises(ModelError) as info:
-            project.build()
-        assert [str(x) for x in info.value.problems] == [str(p)]
-        assert not project.engine.table_exists("phloem", "orders")  # refused before anything was published
-    finally:
-        project.close()
+    refused_by_build(tmp_path, p, lambda project: project.build())
 
 
 def test_non_unique_activity_id(engine, tmp_path):
