@@ -4,25 +4,36 @@ Connections: one writer (DDL, builds, the atomic publish; serialized by a lock) 
 readers for `arrow()` / `rows()`. Readers never share the writer's connection, so a query from another
 thread neither sees a half-done publish nor aborts it with its own error, and PostgreSQL runs them in
 parallel (one locked connection would queue every dashboard query behind a long build statement).
+
+Client queries (`arrow()`, given `client_reads`) run on reader connections that `SET ROLE phloem_reader`: a
+NOLOGIN role Phloem creates with SELECT on the materialization schema and the tables views name, and nothing
+else (no `raw`, no file functions, no superuser), in read-only transactions. Builds and Phloem's own reads
+(`rows()`, `columns()`, …) stay with the configured user. When the role cannot be set up, `reader_problem`
+says why (also logged once) and client queries run as the configured user, still read-only.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 import pyarrow as pa
+from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import TextLoader
 from sqlglot import exp
 
 from semantic.engines.pgarrow import TEXT_LOADED, to_arrow
-from semantic.errors import BuildError, WarehouseError
+from semantic.errors import BuildError, QueryTimeout, WarehouseError
 
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
+READER_ROLE = "phloem_reader"
+log = logging.getLogger("phloem.warehouse")
 _PARAMS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|\?|%""")
 
 
@@ -58,26 +69,42 @@ def _message(e: psycopg.Error) -> str:
 
 
 @contextmanager
-def _server_errors() -> Iterator[None]:
+def _server_errors(timeout: float | None = None) -> Iterator[None]:
     """The server's refusal as a WarehouseError with its first line (and hint), never a driver traceback."""
     try:
         yield
+    except psycopg.errors.QueryCanceled:  # 57014: our statement_timeout, or a cancel request
+        after = f" than {timeout:g} s" if timeout else ""
+        raise QueryTimeout(f"the query ran longer{after} and was cancelled") from None
     except psycopg.Error as e:
         raise WarehouseError(f"PostgreSQL: {_message(e)}") from None
+
+
+@dataclass(frozen=True)
+class ClientReads:
+    """What client queries may read: whole schemas (the materialization schema) and the single tables views name."""
+
+    schemas: tuple[str, ...]
+    tables: tuple[tuple[str, str], ...] = ()  # (schema, table)
 
 
 class PostgresEngine:
     dialect = "postgres"
 
-    def __init__(self, dsn: str, readers: int = 4, connect_timeout: int = 10):
+    def __init__(self, dsn: str, readers: int = 4, connect_timeout: int = 10, client_reads: ClientReads | None = None):
         self.dsn, self.connect_timeout = dsn, connect_timeout
         self.where = describe_dsn(dsn)
         self._lock = threading.RLock()  # the writer: one statement or transaction at a time
         self._writer: psycopg.Connection | None = None
-        self._idle: list[psycopg.Connection] = []
+        self._idle: dict[bool, list[psycopg.Connection]] = {False: [], True: []}  # by "runs client queries"
         self._idle_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(readers)
         self._closed = False
+        self.client_reads = client_reads
+        self.reader_problem: str | None = None  # why client queries cannot run as the reader role
+        self._role: bool | None = None  # the reader role is usable; None: not tried yet
+        self._granted: set[tuple[str, ...]] = set()  # schemas and tables the role may read so far
+        self._prepare_lock = threading.Lock()
 
     # ------------------------------------------------------------ connections
 
@@ -90,7 +117,89 @@ class PostgresEngine:
         conn.execute("SET TIME ZONE 'UTC'")  # timestamps are naive and mean UTC (MODEL.md §8)
         for name in TEXT_LOADED:
             conn.adapters.register_loader(name, TextLoader)
+        conn._phloem_timeout = None  # the statement_timeout set on it (None: the server's default)
+        if self.client_reads is not None and self._role is None:  # at the first connection: startup or build
+            self._prepare_readers(conn)
         return conn
+
+    def _open_client(self) -> psycopg.Connection:
+        """A connection for client queries: the reader role where it is set up, read-only in any case."""
+        conn = self._open()
+        try:
+            if self._role:
+                conn.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(READER_ROLE)))
+            conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as e:
+            conn.close()
+            raise WarehouseError(f"PostgreSQL: {_message(e)}") from None
+        return conn
+
+    # ------------------------------------------------------------ the reader role
+
+    def _wanted(self) -> set[tuple[str, ...]]:
+        reads = self.client_reads
+        return {(s,) for s in reads.schemas} | set(reads.tables) if reads else set()
+
+    def _ensure_readers(self) -> None:
+        """Grant what the role may read once it exists (the materialization schema appears at the first build)."""
+        if self._role and self._granted != self._wanted():
+            with self._reader(client=False) as conn:
+                self._prepare_readers(conn)
+
+    def _prepare_readers(self, conn: psycopg.Connection) -> None:
+        """Create the reader role if needed and grant it SELECT on what clients may read; never raises."""
+        with self._prepare_lock:
+            for attempt in range(3):  # other processes create the role and grant at the same moment
+                try:
+                    with conn.transaction():
+                        self._granted = self._grant(conn)
+                    self._role = True
+                    return
+                except psycopg.errors.InsufficientPrivilege as e:
+                    problem = _message(e)
+                    break
+                except psycopg.Error as e:
+                    problem = _message(e)
+                    if attempt == 2 or conn.closed or isinstance(e, psycopg.OperationalError):
+                        break
+            user, superuser = conn.info.parameter_status("session_authorization") or "?", \
+                conn.info.parameter_status("is_superuser") == "on"
+            self._role = False
+            self.reader_problem = (
+                f"client queries on PostgreSQL run as `{user}`{' (a superuser)' if superuser else ''}, read-only, "
+                f"because the role `{READER_ROLE}` cannot be set up: {problem} — run Phloem as a user with "
+                f"CREATEROLE once, or create the role yourself (docs/postgres.md, \"The warehouse\")")
+            log.warning("%s", self.reader_problem)
+
+    def _grant(self, conn: psycopg.Connection) -> set[tuple[str, ...]]:
+        """The role, its membership for the configured user, and SELECT on what exists of `client_reads`."""
+        role = pgsql.Identifier(READER_ROLE)
+        if not conn.execute("select 1 from pg_roles where rolname = %s", [READER_ROLE]).fetchone():
+            conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+        if not conn.execute("select pg_has_role(current_user, %s, 'MEMBER')", [READER_ROLE]).fetchone()[0]:
+            conn.execute(pgsql.SQL("GRANT {} TO CURRENT_USER").format(role))
+        granted: set[tuple[str, ...]] = set()
+        for (schema,) in sorted(w for w in self._wanted() if len(w) == 1):
+            if not conn.execute("select 1 from pg_namespace where nspname = %s", [schema]).fetchone():
+                continue  # not built yet: granted at the first client query after the build
+            name = pgsql.Identifier(schema)
+            conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(name, role))
+            conn.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(name, role))
+            # tables later builds create (as this user) are readable too
+            conn.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
+                         .format(name, role))
+            granted.add((schema,))
+        for schema, table in sorted(w for w in self._wanted() if len(w) == 2):
+            if conn.execute("select to_regclass(%s)", [f'"{schema}"."{table}"']).fetchone()[0] is None:
+                continue
+            conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pgsql.Identifier(schema), role))
+            conn.execute(pgsql.SQL("GRANT SELECT ON {} TO {}").format(pgsql.Identifier(schema, table), role))
+            granted.add((schema, table))
+        # a GRANT by a user without the right is only a WARNING: check that it took
+        for (schema, *_) in granted:
+            if not conn.execute("select has_schema_privilege(%s, %s, 'USAGE')", [READER_ROLE, schema]).fetchone()[0]:
+                raise psycopg.errors.InsufficientPrivilege(f"cannot grant USAGE on schema {schema}")
+        return granted
 
     def _writer_conn(self) -> psycopg.Connection:
         if self._writer is None or self._writer.closed:
@@ -98,21 +207,28 @@ class PostgresEngine:
         return self._writer
 
     @contextmanager
-    def _reader(self) -> Iterator[psycopg.Connection]:
+    def _reader(self, client: bool = False) -> Iterator[psycopg.Connection]:
         with self._slots:
             with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
+                idle = self._idle[client]
+                conn = idle.pop() if idle else None
             if conn is None or conn.closed:
-                conn = self._open()
+                conn = self._open_client() if client else self._open()
             try:
                 yield conn
             finally:
                 idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
                 if idle and not self._closed:
                     with self._idle_lock:
-                        self._idle.append(conn)
+                        self._idle[client].append(conn)
                 else:
                     conn.close()
+
+    def _limit(self, conn: psycopg.Connection, timeout: float | None) -> None:
+        """The server cancels the connection's statements after `timeout` s (set only when it changes)."""
+        if conn._phloem_timeout != timeout:
+            conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000)) if timeout else 0}")
+            conn._phloem_timeout = timeout
 
     def _run(self, cur: psycopg.Cursor, query: str | exp.Expression, params: list | None) -> None:
         text = self.sql(query)
@@ -127,9 +243,14 @@ class PostgresEngine:
         with self._lock, self._writer_conn().cursor() as cur, _server_errors():
             self._run(cur, query, params)
 
-    def arrow(self, query: str | exp.Expression, params: list | None = None) -> pa.Table:
-        """Run a query on a pooled reader connection (safe across threads) and return Arrow."""
-        with self._reader() as conn, conn.cursor() as cur, _server_errors():
+    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None) -> pa.Table:
+        """Run a client query on a pooled reader connection (safe across threads) and return Arrow; PostgreSQL
+        cancels it after `timeout` s (QueryTimeout)."""
+        client = self.client_reads is not None
+        if client:
+            self._ensure_readers()
+        with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout):
+            self._limit(conn, timeout)
             self._run(cur, query, params)
             if cur.description is None:
                 return pa.table({})
@@ -137,12 +258,14 @@ class PostgresEngine:
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:
         with self._reader() as conn, conn.cursor() as cur, _server_errors():
+            self._limit(conn, None)  # Phloem's own reads: no client time limit left on a pooled connection
             self._run(cur, query, params)
             return cur.fetchall() if cur.description is not None else []
 
     def columns(self, query: str | exp.Expression) -> list[tuple[str, str]]:
         """Names and types a query returns, without running it over the data."""
         with self._reader() as conn, conn.cursor() as cur, _server_errors():
+            self._limit(conn, None)
             self._run(cur, f"select * from ({self.sql(query)}) as _q limit 0", None)
             return [(c.name, c.type_display) for c in cur.description]
 
@@ -186,6 +309,6 @@ class PostgresEngine:
     def close(self) -> None:
         self._closed = True
         with self._lock, self._idle_lock:
-            for conn in [*self._idle, *([self._writer] if self._writer else [])]:
+            for conn in [*self._idle[False], *self._idle[True], *([self._writer] if self._writer else [])]:
                 conn.close()
-            self._idle, self._writer = [], None
+            self._idle, self._writer = {False: [], True: []}, None
