@@ -84,6 +84,8 @@ def _view_tables(model) -> Iterator[tuple[str, str]]:
         except SqlglotError:  # the model loader reports SQL that does not parse
             continue
         for t in found:  # unquoted names mean lower case on PostgreSQL
+            if not isinstance(t.this, exp.Identifier):  # generate_series(…) and other table functions
+                continue
             parts = [p.name if p.quoted else p.name.lower() for p in (t.args.get("db"), t.this) if p is not None]
             if parts and parts[-1]:
                 yield (parts[0] if len(parts) == 2 else "public", parts[-1])

@@ -14,7 +14,11 @@ says why (also logged once) and client queries run as the configured user, still
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import psycopg
 import pyarrow as pa
 from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 from sqlglot import exp
 
@@ -56,6 +60,16 @@ def describe_dsn(dsn: str) -> str:
     user = f"{parts['user']}@" if parts.get("user") else ""
     port = f":{parts['port']}" if parts.get("port") else ""
     return f"{user}{parts.get('host') or 'localhost'}{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's stored SCRAM-SHA-256 form of a password, so the password itself never travels in a statement."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -105,32 +119,41 @@ class PostgresEngine:
         self._role: bool | None = None  # the reader role is usable; None: not tried yet
         self._granted: set[tuple[str, ...]] = set()  # schemas and tables the role may read so far
         self._prepare_lock = threading.Lock()
+        self._reader_dsn: str | None = None  # the role logging in itself, when it can
 
     # ------------------------------------------------------------ connections
 
-    def _open(self) -> psycopg.Connection:
-        try:
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout)
-        except psycopg.Error as e:
-            raise WarehouseError(f"cannot connect to PostgreSQL at {self.where}: {_first_line(e)} — is the server "
-                                 "running and warehouse.dsn in phloem.yml right?") from None
+    def _connect(self, dsn: str) -> psycopg.Connection:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=self.connect_timeout)
         conn.execute("SET TIME ZONE 'UTC'")  # timestamps are naive and mean UTC (MODEL.md §8)
         for name in TEXT_LOADED:
             conn.adapters.register_loader(name, TextLoader)
         conn._phloem_timeout = None  # the statement_timeout set on it (None: the server's default)
+        return conn
+
+    def _open(self) -> psycopg.Connection:
+        try:
+            conn = self._connect(self.dsn)
+        except psycopg.Error as e:
+            raise WarehouseError(f"cannot connect to PostgreSQL at {self.where}: {_first_line(e)} — is the server "
+                                 "running and warehouse.dsn in phloem.yml right?") from None
         if self.client_reads is not None and self._role is None:  # at the first connection: startup or build
             self._prepare_readers(conn)
         return conn
 
     def _open_client(self) -> psycopg.Connection:
-        """A connection for client queries: the reader role where it is set up, read-only in any case."""
-        conn = self._open()
+        """A connection for client queries: logged in as the reader role (or SET ROLE to it), read-only."""
+        if self._role is None:
+            self._open().close()  # sets up the role
         try:
-            if self._role:
-                conn.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(READER_ROLE)))
+            if self._reader_dsn:
+                conn = self._connect(self._reader_dsn)
+            else:
+                conn = self._open()
+                if self._role:
+                    conn.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(READER_ROLE)))
             conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as e:
-            conn.close()
             raise WarehouseError(f"PostgreSQL: {_message(e)}") from None
         return conn
 
@@ -147,14 +170,15 @@ class PostgresEngine:
                 self._prepare_readers(conn)
 
     def _prepare_readers(self, conn: psycopg.Connection) -> None:
-        """Create the reader role if needed and grant it SELECT on what clients may read; never raises."""
+        """Create the reader role if needed, grant it SELECT on what clients may read, and find how it logs in.
+        Never raises: what cannot be done is `reader_problem`, logged once."""
         with self._prepare_lock:
+            problem = None
             for attempt in range(3):  # other processes create the role and grant at the same moment
                 try:
                     with conn.transaction():
                         self._granted = self._grant(conn)
-                    self._role = True
-                    return
+                    break
                 except psycopg.errors.InsufficientPrivilege as e:
                     problem = _message(e)
                     break
@@ -162,14 +186,28 @@ class PostgresEngine:
                     problem = _message(e)
                     if attempt == 2 or conn.closed or isinstance(e, psycopg.OperationalError):
                         break
+                    problem = None
             user, superuser = conn.info.parameter_status("session_authorization") or "?", \
                 conn.info.parameter_status("is_superuser") == "on"
-            self._role = False
-            self.reader_problem = (
-                f"client queries on PostgreSQL run as `{user}`{' (a superuser)' if superuser else ''}, read-only, "
-                f"because the role `{READER_ROLE}` cannot be set up: {problem} — run Phloem as a user with "
-                f"CREATEROLE once, or create the role yourself (docs/postgres.md, \"The warehouse\")")
-            log.warning("%s", self.reader_problem)
+            if problem is not None:
+                self._role = False
+                self._warn(f"client queries on PostgreSQL run as `{user}`{' (a superuser)' if superuser else ''}, "
+                           f"read-only, because the role `{READER_ROLE}` cannot be set up: {problem} — run Phloem "
+                           f"as a user with CREATEROLE once, or create the role yourself (docs/postgres.md, "
+                           f"\"The warehouse\")")
+                return
+            first = self._role is None
+            self._role = True
+            if first:
+                self._reader_dsn, why = self._reader_login(conn)
+                if why:
+                    self._warn(f"client queries on PostgreSQL run as `{user}` switched to the role `{READER_ROLE}` "
+                               f"(SET ROLE), read-only, because that role cannot log in itself: {why} — allow it in "
+                               f"pg_hba.conf like `{user}` (docs/postgres.md, \"The warehouse\")")
+
+    def _warn(self, problem: str) -> None:
+        self.reader_problem = problem
+        log.warning("%s", problem)
 
     def _grant(self, conn: psycopg.Connection) -> set[tuple[str, ...]]:
         """The role, its membership for the configured user, and SELECT on what exists of `client_reads`."""
@@ -201,6 +239,31 @@ class PostgresEngine:
                 raise psycopg.errors.InsufficientPrivilege(f"cannot grant USAGE on schema {schema}")
         return granted
 
+    def _reader_login(self, conn: psycopg.Connection) -> tuple[str | None, str | None]:
+        """(DSN of the role logging in itself, None) or (None, why not). A session that logged in as the role cannot
+        step back to the configured user (SET ROLE can be undone by a query calling set_config('role', …)).
+
+        Its password is derived from the configured password, so every Phloem process with that DSN agrees on it
+        without storing one; it is (re)set only when logging in with it fails."""
+        parts = conninfo_to_dict(self.dsn)
+        secret = parts.get("password") or os.environ.get("PGPASSWORD")
+        if not secret:
+            return None, "the configured DSN has no password to derive the role's from"
+        password = hmac.new(secret.encode(), f"{READER_ROLE}:{parts.get('user', '')}".encode(), "sha256").hexdigest()
+        dsn = make_conninfo(self.dsn, user=READER_ROLE, password=password)
+        for attempt in range(2):
+            try:
+                psycopg.connect(dsn, connect_timeout=self.connect_timeout).close()
+                return dsn, None
+            except psycopg.Error as e:
+                why = _first_line(e)
+            if attempt == 0:
+                try:
+                    conn.execute(pgsql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        pgsql.Identifier(READER_ROLE), pgsql.Literal(scram_verifier(password))))
+                except psycopg.Error as e:
+                    return None, _message(e)
+        return None, why.replace(password, "…")
     def _writer_conn(self) -> psycopg.Connection:
         if self._writer is None or self._writer.closed:
             self._writer = self._open()
@@ -224,9 +287,10 @@ class PostgresEngine:
                 else:
                     conn.close()
 
-    def _limit(self, conn: psycopg.Connection, timeout: float | None) -> None:
-        """The server cancels the connection's statements after `timeout` s (set only when it changes)."""
-        if conn._phloem_timeout != timeout:
+    def _limit(self, conn: psycopg.Connection, timeout: float | None, always: bool = False) -> None:
+        """The server cancels the connection's statements after `timeout` s (set when it changes, or `always`:
+        a client query may have changed it with set_config)."""
+        if always or conn._phloem_timeout != timeout:
             conn.execute(f"SET statement_timeout = {max(1, round(timeout * 1000)) if timeout else 0}")
             conn._phloem_timeout = timeout
 
@@ -250,8 +314,14 @@ class PostgresEngine:
         if client:
             self._ensure_readers()
         with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout):
-            self._limit(conn, timeout)
+            self._limit(conn, timeout, always=client)
             self._run(cur, query, params)
+            # the server reports these when a statement changes them (set_config): such a connection is never reused
+            if client and (conn.info.parameter_status("is_superuser") != "off"
+                           or conn.info.parameter_status("default_transaction_read_only") != "on"):
+                conn.close()
+                raise WarehouseError("PostgreSQL: the query changed its connection's role or read-only setting; "
+                                     "its answer was withheld")
             if cur.description is None:
                 return pa.table({})
             return to_arrow(cur.description, cur.fetchall())
