@@ -171,15 +171,15 @@ metrics:
 
 
 @pytest.fixture
-def plain_user(postgres_dsn, pg_dsn):
+def plain_user(pg_dsn):
     """A login with no right to create roles, and its DSN to the module's database."""
     name, password = f"phloem_plain_{secrets.token_hex(4)}", secrets.token_hex(12)
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # as the superuser, in the module's database
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password)))
         try:
             yield make_conninfo(pg_dsn, user=name, password=password)
         finally:
-            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))  # its tables in this database
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
@@ -225,3 +225,42 @@ def test_a_query_that_turns_read_only_off_gets_no_answer_and_its_connection_is_d
     with pytest.raises(QueryTimeout):  # and a time limit a query turned off is set again
         engine.arrow("select set_config('statement_timeout', '0', false)", timeout=0.2)
         engine.arrow(HEAVY, timeout=0.2)
+
+
+def test_the_cli_says_when_the_role_cannot_be_set_up(plain_user, postgres_dsn, twin_shops, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import duckdb
+    import yaml
+
+    from semantic.engines.copy import copy_tables
+
+    database = conninfo_to_dict(plain_user)["dbname"]
+    user = conninfo_to_dict(plain_user)["user"]
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the plain user owns this database
+        admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), sql.Identifier(user)))
+    try:
+        root = shutil.copytree(twin_shops[0], tmp_path / "shop")
+        con = duckdb.connect(str(root / "data" / "shop.duckdb"), read_only=True)
+        engine = PostgresEngine(plain_user)
+        try:
+            copy_tables(con, engine, "raw")
+        finally:
+            engine.close()
+            con.close()
+        settings = yaml.safe_load((root / "phloem.yml").read_text())
+        settings["warehouse"] = {"engine": "postgres", "dsn": plain_user}
+        (root / "phloem.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+        done = subprocess.run([sys.executable, "-m", "server.cli", "query", "-m", "orders", "-f", "csv", "-p",
+                               str(root)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"client queries on PostgreSQL run as `{user}`, read-only, because the role `{READER_ROLE}` " \
+               "cannot be set up" in done.stderr
+        assert done.stderr.count("cannot be set up") == 1
+        assert conninfo_to_dict(plain_user)["password"] not in done.stderr
+        assert done.stdout.splitlines()[1] == "2000"
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(database)))
