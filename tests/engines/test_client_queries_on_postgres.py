@@ -264,3 +264,23 @@ def test_the_cli_says_when_the_role_cannot_be_set_up(plain_user, postgres_dsn, t
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(database)))
+
+
+def test_a_role_an_administrator_made_is_used_with_set_role(plain_user, pg_dsn, caplog):
+    user = conninfo_to_dict(plain_user)["user"]
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA plain_mat AUTHORIZATION {}").format(sql.Identifier(user)))
+        if not admin.execute("select 1 from pg_roles where rolname = %s", [READER_ROLE]).fetchone():
+            admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
+        admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_ROLE), sql.Identifier(user)))
+    engine = PostgresEngine(plain_user, client_reads=ClientReads(("plain_mat",)))
+    try:
+        engine.execute("create table plain_mat.t as select 42 as answer")
+        with caplog.at_level(logging.WARNING, logger="phloem.warehouse"):
+            assert engine.arrow("select session_user as s, current_user as u, answer from plain_mat.t").to_pylist() \
+                   == [{"s": user, "u": READER_ROLE, "answer": 42}]
+        assert f"switched to the role `{READER_ROLE}` (SET ROLE), read-only" in engine.reader_problem
+        with pytest.raises(WarehouseError, match="read-only transaction"):
+            engine.arrow("create table plain_mat.u (x int)")
+    finally:
+        engine.close()
