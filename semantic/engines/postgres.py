@@ -33,7 +33,7 @@ from psycopg.types.string import TextLoader
 from sqlglot import exp
 
 from semantic.engines.pgarrow import TEXT_LOADED, to_arrow
-from semantic.errors import BuildError, QueryTimeout, WarehouseError
+from semantic.errors import BuildError, QueryError, QueryTimeout, WarehouseError
 
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
 READER_ROLE = "phloem_reader"
@@ -82,14 +82,28 @@ def _message(e: psycopg.Error) -> str:
     return _first_line(e) + (f" (hint: {hint})" if hint else "")
 
 
+class RejectedQuery(WarehouseError, QueryError):
+    """PostgreSQL refused a client query for what it asks (a type mismatch, a permission): the client's to fix,
+    as DuckDB's refusals are."""
+
+    def __init__(self, message: str, suggestion: str = ""):
+        QueryError.__init__(self, message, suggestion)
+
+
 @contextmanager
-def _server_errors(timeout: float | None = None) -> Iterator[None]:
+def _server_errors(timeout: float | None = None, client: bool = False) -> Iterator[None]:
     """The server's refusal as a WarehouseError with its first line (and hint), never a driver traceback."""
     try:
         yield
     except psycopg.errors.QueryCanceled:  # 57014: our statement_timeout, or a cancel request
         after = f" than {timeout:g} s" if timeout else ""
         raise QueryTimeout(f"the query ran longer{after} and was cancelled") from None
+    except (psycopg.ProgrammingError, psycopg.DataError) as e:
+        if not client:
+            raise WarehouseError(f"PostgreSQL: {_message(e)}") from None
+        fix = "client queries may read only the model's views and metrics" if isinstance(
+            e, psycopg.errors.InsufficientPrivilege) else "check the types of filter values against their dimensions"
+        raise RejectedQuery(f"PostgreSQL: {_message(e)}", fix) from None
     except psycopg.Error as e:
         raise WarehouseError(f"PostgreSQL: {_message(e)}") from None
 
@@ -313,7 +327,7 @@ class PostgresEngine:
         client = self.client_reads is not None
         if client:
             self._ensure_readers()
-        with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout):
+        with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout, client=True):
             self._limit(conn, timeout, always=client)
             self._run(cur, query, params)
             # the server reports these when a statement changes them (set_config): such a connection is never reused

@@ -213,3 +213,24 @@ def test_a_query_past_the_time_limit_is_cancelled_in_postgres(served, warehouse,
     assert TIMEOUT * 0.9 < time.monotonic() - start < TIMEOUT + 8
     assert still_running(warehouse) == []  # PostgreSQL stopped it: nothing keeps reading 2 billion rows
     assert served.post("/api/v1/query", {"metrics": ["orders"]}).status_code == 200  # and the server goes on
+
+
+FILE_READ = "length(pg_read_file('/etc/passwd')) > 0"
+
+
+def test_a_file_read_in_a_filter_is_refused_and_reads_nothing(served):
+    # whichever wall stops it (the filter check, or the reader role PostgreSQL enforces), it is a 400 with no file
+    for path, body in (("/api/v1/query", {"metrics": ["orders"], "filters": [FILE_READ]}),
+                       ("/api/v1/sql", {"sql": f"SELECT MEASURE(orders) FROM metrics WHERE {FILE_READ}"})):
+        r = served.post(path, body)
+        assert r.status_code == 400, r.text
+        assert "root:" not in r.text and "Traceback" not in r.text
+    with served.wire() as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(f"SELECT MEASURE(orders) FROM metrics WHERE {FILE_READ}")
+    assert "root:" not in str(caught.value)
+
+
+def test_a_type_mismatch_on_postgres_is_a_400_as_on_duckdb(served):
+    r = served.post("/api/v1/query", {"metrics": ["orders"], "filters": ["channel = 1"]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "query", r.text
+    assert "psycopg" not in r.text and "Traceback" not in r.text
