@@ -5,11 +5,12 @@ readers for `arrow()` / `rows()`. Readers never share the writer's connection, s
 thread neither sees a half-done publish nor aborts it with its own error, and PostgreSQL runs them in
 parallel (one locked connection would queue every dashboard query behind a long build statement).
 
-Client queries (`arrow()`, given `client_reads`) run on reader connections that `SET ROLE phloem_reader`: a
-NOLOGIN role Phloem creates with SELECT on the materialization schema and the tables views name, and nothing
-else (no `raw`, no file functions, no superuser), in read-only transactions. Builds and Phloem's own reads
-(`rows()`, `columns()`, …) stay with the configured user. When the role cannot be set up, `reader_problem`
-says why (also logged once) and client queries run as the configured user, still read-only.
+Client queries (`arrow()`, given `client_reads`) run on connections logged in as `phloem_reader`: a role
+Phloem creates with SELECT on the materialization schema and the tables views name, and nothing else (no
+`raw`, no file functions, no superuser), in read-only sessions with the server's time limit. Builds and
+Phloem's own reads (`rows()`, `columns()`, …) stay with the configured user. When the role cannot log in,
+client connections `SET ROLE` to it; when it cannot be set up at all they run as the configured user, still
+read-only; `reader_problem` says which and why (also logged once, at the first connection).
 """
 
 from __future__ import annotations
@@ -159,10 +160,16 @@ class PostgresEngine:
         """A connection for client queries: logged in as the reader role (or SET ROLE to it), read-only."""
         if self._role is None:
             self._open().close()  # sets up the role
-        try:
-            if self._reader_dsn:
+        conn = None
+        if self._reader_dsn:
+            try:
                 conn = self._connect(self._reader_dsn)
-            else:
+            except psycopg.OperationalError:  # e.g. another process with another configured password reset it
+                self._login_again()
+        try:
+            if conn is None and self._reader_dsn:
+                conn = self._connect(self._reader_dsn)
+            elif conn is None:
                 conn = self._open()
                 if self._role:
                     conn.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(READER_ROLE)))
@@ -215,9 +222,7 @@ class PostgresEngine:
             if first:
                 self._reader_dsn, why = self._reader_login(conn)
                 if why:
-                    self._warn(f"client queries on PostgreSQL run as `{user}` switched to the role `{READER_ROLE}` "
-                               f"(SET ROLE), read-only, because that role cannot log in itself: {why} — allow it in "
-                               f"pg_hba.conf like `{user}` (docs/postgres.md, \"The warehouse\")")
+                    self._cannot_log_in(user, why)
 
     def _warn(self, problem: str) -> None:
         self.reader_problem = problem
@@ -278,6 +283,24 @@ class PostgresEngine:
                 except psycopg.Error as e:
                     return None, _message(e)
         return None, why.replace(password, "…")
+
+    def _login_again(self) -> None:
+        """Another process with a different configured password reset the role's: set it back (or SET ROLE)."""
+        conn = self._open()
+        try:
+            user = conn.info.parameter_status("session_authorization") or "?"
+            with self._prepare_lock:
+                self._reader_dsn, why = self._reader_login(conn)
+        finally:
+            conn.close()
+        if why:
+            self._cannot_log_in(user, why)
+
+    def _cannot_log_in(self, user: str, why: str) -> None:
+        self._warn(f"client queries on PostgreSQL run as `{user}` switched to the role `{READER_ROLE}` (SET ROLE), "
+                   f"read-only, because that role cannot log in itself: {why} — allow it in pg_hba.conf like "
+                   f"`{user}` (docs/postgres.md, \"The warehouse\")")
+
     def _writer_conn(self) -> psycopg.Connection:
         if self._writer is None or self._writer.closed:
             self._writer = self._open()

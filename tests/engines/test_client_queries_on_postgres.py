@@ -284,3 +284,26 @@ def test_a_role_an_administrator_made_is_used_with_set_role(plain_user, pg_dsn, 
             engine.arrow("create table plain_mat.u (x int)")
     finally:
         engine.close()
+
+
+def test_a_reset_reader_password_is_set_again(twin_shops, postgres_dsn):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def reset() -> None:  # as another Phloem with another configured password would
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(READER_ROLE),
+                                                                      sql.Literal(secrets.token_hex(8))))
+
+    reset()
+    p = Project.load(twin_shops[1])  # at its first connection
+    try:
+        p.build()
+        ask = "select session_user as s, pg_sleep(0.3)::text as z"
+        assert p.engine.arrow(ask).column("s").to_pylist() == [READER_ROLE]
+        reset()  # while it runs: the next new connection logs in again
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: p.engine.arrow(ask).column("s")[0].as_py(), range(2)))
+        assert answers == [READER_ROLE, READER_ROLE]
+        assert p.engine.reader_problem is None
+    finally:
+        p.close()
