@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ from semantic.errors import BuildError, QueryError, QueryTimeout, WarehouseError
 
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
 READER_ROLE = "phloem_reader"
+GRANT_RETRY = 5.0  # seconds between looks for tables clients may read that do not exist yet
 log = logging.getLogger("phloem.warehouse")
+_said: set[str] = set()  # problems logged by this process (a CLI command opens a project more than once)
 _PARAMS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|\?|%""")
 
 
@@ -135,6 +138,7 @@ class PostgresEngine:
         self._granted: set[tuple[str, ...]] = set()  # schemas and tables the role may read so far
         self._prepare_lock = threading.Lock()
         self._reader_dsn: str | None = None  # the role logging in itself, when it can
+        self._next_grant = 0.0  # monotonic time of the next look for what is not granted yet
 
     # ------------------------------------------------------------ connections
 
@@ -185,8 +189,10 @@ class PostgresEngine:
         return {(s,) for s in reads.schemas} | set(reads.tables) if reads else set()
 
     def _ensure_readers(self) -> None:
-        """Grant what the role may read once it exists (the materialization schema appears at the first build)."""
-        if self._role and self._granted != self._wanted():
+        """Grant what the role may read once it exists (the materialization schema appears at the first build);
+        a table a view names that does not exist yet is looked for again every few seconds, not every query."""
+        if self._role and self._granted != self._wanted() and time.monotonic() >= self._next_grant:
+            self._next_grant = time.monotonic() + GRANT_RETRY
             with self._reader(client=False) as conn:
                 self._prepare_readers(conn)
 
@@ -226,7 +232,9 @@ class PostgresEngine:
 
     def _warn(self, problem: str) -> None:
         self.reader_problem = problem
-        log.warning("%s", problem)
+        if problem not in _said:
+            _said.add(problem)
+            log.warning("%s", problem)
 
     def _grant(self, conn: psycopg.Connection) -> set[tuple[str, ...]]:
         """The role, its membership for the configured user, and SELECT on what exists of `client_reads`."""
