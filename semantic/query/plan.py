@@ -10,12 +10,12 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field, replace
 
-import sqlglot
 from sqlglot import exp
 
 from semantic.errors import QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
 from semantic.project.model import GRAINS, Conversion, Cumulative, Measure, Metric
+from semantic.query.filters import check_filter, column_text, parse_filter
 from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
 from semantic.query.match import Candidate, Matcher, RollupUse, duration_parts
 from semantic.query.query import Query, parse_order
@@ -256,21 +256,19 @@ class Planner:
     def _filters(self, query: Query) -> tuple[list[exp.Expression], list[DimRef]]:
         """Each filter as an expression whose columns are dimension refs (`"dimension"` placeholders)."""
         exprs, refs = [], {}
+        def resolve(text: str) -> DimRef:
+            if text not in refs:
+                refs[text] = self.graph.resolve(text)
+            return refs[text]
+
         for f in query.filters:
-            if isinstance(f, str):
-                try:
-                    tree = sqlglot.parse_one(f, read="duckdb")
-                except sqlglot.errors.ParseError as e:
-                    raise QueryError(f"filter `{f}` does not parse: {e.errors[0]['description'] if e.errors else e}",
-                                     "write a SQL boolean over dimension names, e.g. country in ('US','CA')") from None
-                for c in tree.find_all(exp.Column):
-                    text = f"{c.table}.{c.name}" if c.table else c.name
-                    refs[text] = self.graph.resolve(text)
-                    c.replace(exp.column(text, quoted=True))
-                exprs.append(tree)
+            if isinstance(f, str):  # client text: only a checked condition over dimensions goes on (filters.py)
+                tree = parse_filter(f, resolve)
+                exprs.append(tree.transform(lambda n: exp.column(column_text(n), quoted=True)
+                                            if isinstance(n, exp.Column) else n, copy=False))
             else:
-                refs[f.dimension] = self.graph.resolve(f.dimension)
-                exprs.append(structured_filter(f))
+                resolve(f.dimension)
+                exprs.append(check_filter(structured_filter(f)))  # its values are literals; checked all the same
         return exprs, list(refs.values())
 
     def _route(self, leaf: Leaf) -> None:
