@@ -109,4 +109,10 @@ def connect(model) -> Engine:
         except WarehouseError as e:  # a DSN that does not parse is a mistake in phloem.yml
             raise ModelError([Problem(str(e), PROJECT_FILE, line, "warehouse.dsn",
                                       "write it as postgresql://user:password@host:5432/dbname")]) from None
-    return DuckDBEngine(model.database_path, files=model.root)
+    return DuckDBEngine(model.database_path, files=model.root, reads=model_sql(model))
+
+
+def model_sql(model) -> list[str]:
+    """The SQL that names the model's sources (activities, views): the only files the warehouse may read."""
+    sql = [a.sql for s in model.streams.values() for a in s.activities]
+    return sql + [text for v in model.views.values() for text in (v.sql, v.table) if text]

@@ -1,8 +1,19 @@
-"""The embedded default warehouse: the one place that knows the DuckDB driver."""
+"""The embedded default warehouse: the one place that knows the DuckDB driver.
+
+The connection is locked down when it opens (defence in depth behind the filter check, semantic/query/filters.py):
+no file system or network access (`enable_external_access = false`), no extension installed or loaded on demand,
+and the configuration locked, so no statement can loosen it. The only files it reads are the database itself
+(with its WAL and spill folder) and the files the model's own SQL names (`read_csv('seeds/orders.csv')`):
+DuckDB's `allowed_paths` / `allowed_directories` still admit those with external access off. Builds and client
+queries share this one connection: DuckDB refuses a second instance of one file with another configuration
+in the same process, and a separate build process would fight the server for the file's lock.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,20 +21,86 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from semantic.errors import BuildError, QueryTimeout
+from semantic.errors import BuildError, QueryError, QueryTimeout
+
+# settings fixed at open; `threads` may still change (benchmarks tune it; it reaches nothing outside)
+OPEN_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+               "allowed_configs": ["threads"]}
+_LITERAL = re.compile(r"'((?:[^']|'')*)'")
+_FILE = re.compile(r"\.(csv|tsv|txt|parquet|json|jsonl|ndjson|xlsx|arrow|feather|avro|gz|zst)$", re.IGNORECASE)
+_GLOB = re.compile(r"[*?\[{]")
+
+
+def file_sources(sql: Iterable[str], root: Path | None = None) -> tuple[list[str], list[str]]:
+    """(files, folders) the model's SQL reads: each path-like string literal, as written and under `root`.
+
+    A plain path is allowed as that one file; a glob (`seeds/*.csv`) or a folder (`lake/`) as the folder before
+    its first wildcard. URLs are left out: the warehouse has no network.
+    """
+    files: dict[str, None] = {}
+    folders: dict[str, None] = {}
+    for text in sql:
+        for m in _LITERAL.finditer(text or ""):
+            value = m.group(1).replace("''", "'").strip()
+            if not value or "://" in value or "\n" in value or not ("/" in value or _FILE.search(value)):
+                continue
+            glob = _GLOB.search(value)
+            if glob or value.endswith("/"):
+                head = value[:glob.start()] if glob else value
+                folder = head[:head.rfind("/") + 1]
+                forms = [folder] if folder.startswith("/") else [folder, str((root or Path.cwd()) / folder)]
+                for f in forms:
+                    folders[f if f.endswith("/") else f + "/"] = None
+            else:
+                forms = [value] if value.startswith("/") else [value, str((root or Path.cwd()) / value)]
+                files.update(dict.fromkeys(forms))
+    return [f for f in files if f], [f for f in folders if f not in ("", "/")]
+
+
+def _sql_list(values: list[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+@contextmanager
+def _refusals():
+    """The lockdown refusing a file, URL or extension: a client's 4xx that names no path."""
+    try:
+        yield
+    except duckdb.PermissionException:
+        error = QueryError("the warehouse refused to read a file, reach the network or load an extension: client "
+                           "queries reach only the model's tables",
+                           "filter on dimensions and values; a model whose SQL reads a new file needs a restart")
+        error.sqlstate = "42501"
+        raise error from None
 
 
 class DuckDBEngine:
     dialect = "duckdb"
 
-    def __init__(self, database: str = ":memory:", read_only: bool = False, files: Path | None = None):
+    def __init__(self, database: str = ":memory:", read_only: bool = False, files: Path | None = None,
+                 reads: Iterable[str] = (), settings: dict | None = None):
+        """`files`: the folder relative paths in the model's SQL start from; `reads`: the model's SQL, whose
+        file paths stay readable; `settings`: more DuckDB settings fixed at open (e.g. memory_limit)."""
         if database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         self.database = database
-        self.con = duckdb.connect(database, read_only=read_only)
-        if files is not None:  # relative paths in activity SQL (read_csv('seeds/x.csv')) mean the project folder
-            self.con.execute("SET file_search_path = ?", [str(files)])
         self._lock = threading.RLock()
+        self.con = duckdb.connect(database, read_only=read_only, config={**OPEN_CONFIG, **(settings or {})})
+        try:
+            if self.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+                return  # this process has the file open already (one instance per file): locked as it was opened
+            paths, folders = file_sources(reads, files)
+            if paths:
+                self.con.execute(f"SET allowed_paths = {_sql_list(paths)}")
+            if folders:
+                self.con.execute(f"SET allowed_directories = {_sql_list(folders)}")
+            if files is not None:  # relative paths in activity SQL (read_csv('seeds/x.csv')) mean the project folder
+                self.con.execute("SET file_search_path = ?", [str(files)])
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
+        except BaseException:
+            self.con.close()
+            raise
 
     def sql(self, query: str | exp.Expression) -> str:
         return query if isinstance(query, str) else query.sql(dialect=self.dialect, identify=True)
@@ -39,7 +116,8 @@ class DuckDBEngine:
         try:
             if timer:
                 timer.start()
-            return cursor.sql(self.sql(query), params=params).to_arrow_table()
+            with _refusals():
+                return cursor.sql(self.sql(query), params=params).to_arrow_table()
         except duckdb.InterruptException:
             raise QueryTimeout(f"the query ran longer than {timeout:g} s and was cancelled") from None
         finally:
@@ -50,7 +128,8 @@ class DuckDBEngine:
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:
         cursor = self.con.cursor()
         try:
-            return cursor.execute(self.sql(query), params).fetchall()
+            with _refusals():
+                return cursor.execute(self.sql(query), params).fetchall()
         finally:
             cursor.close()
 
@@ -58,7 +137,8 @@ class DuckDBEngine:
         """Names and types a query returns, without running it over the data."""
         cursor = self.con.cursor()
         try:
-            rel = cursor.sql(self.sql(query))
+            with _refusals():
+                rel = cursor.sql(self.sql(query))
             return list(zip(rel.columns, [str(t) for t in rel.types], strict=True))
         finally:
             cursor.close()
@@ -88,6 +168,10 @@ class DuckDBEngine:
         stmt = exp.Create(this=table, kind="TABLE", expression=query, replace=True)
         try:
             self.execute(stmt)
+        except duckdb.PermissionException as e:
+            raise BuildError(f"building {table.sql(dialect='duckdb')} failed: {str(e).splitlines()[0]}; the "
+                             "warehouse reads only the files the model named when it was opened (restart to "
+                             "read new ones)") from e
         except duckdb.Error as e:
             raise BuildError(f"building {table.sql(dialect='duckdb')} failed: {str(e).splitlines()[0]}") from e
 

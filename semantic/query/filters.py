@@ -77,11 +77,8 @@ NAMED_FUNCTIONS = frozenset({
     "microsecond", "second", "minute", "hour", "century", "decade", "millennium", "era", "epoch"})
 
 # DuckDB / PostgreSQL types a value may be cast to: plain scalars
-CAST_TYPES = frozenset(getattr(exp.DataType.Type, t) for t in (
-    "BOOLEAN", "TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINT", "UBIGINT",
-    "FLOAT", "DOUBLE", "DECIMAL", "BIGDECIMAL", "VARCHAR", "NVARCHAR", "CHAR", "NCHAR", "TEXT", "DATE", "TIME",
-    "TIMETZ", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMPLTZ", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS",
-    "INTERVAL") if hasattr(exp.DataType.Type, t))
+CAST_TYPES = frozenset({*exp.DataType.TEXT_TYPES, *exp.DataType.NUMERIC_TYPES, *exp.DataType.TEMPORAL_TYPES,
+                        exp.DataType.Type.BOOLEAN, exp.DataType.Type.INTERVAL})
 
 STATEMENTS = _classes("DDL", "DML", "Command", "Pragma", "Set", "Use", "Transaction", "Commit", "Rollback",
                       "Install", "Attach", "Detach", "Copy", "Drop", "Create", "Insert", "Update", "Delete", "Merge",

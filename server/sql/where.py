@@ -11,6 +11,7 @@ import re
 
 from sqlglot import exp
 
+from semantic.query.filters import check_filter
 from semantic.query.query import TimeRange
 
 MICRO = dt.timedelta(microseconds=1)
@@ -108,9 +109,12 @@ def _last_instant(v) -> dt.datetime:
 
 
 def split(where: exp.Expression | None, is_time_column) -> tuple[TimeRange | None, list[exp.Expression]]:
-    """The tightest time range the top-level AND implies, and every other conjunct as a filter."""
+    """The tightest time range the top-level AND implies, and every other conjunct as a filter.
+
+    Each condition passes the filter check every door's filters pass (its columns are resolved already)."""
     if where is None:
         return None, []
+    check_filter(where)
     start = end = None
     filters, ranges = [], []
     for cond in conjuncts(where):
