@@ -135,7 +135,7 @@ def parse_filter(text: Any, resolve: Callable[[str], Any] | None = None) -> exp.
     try:
         trees = dialect.parser().parse(tokens, text)
     except ParseError as e:
-        raise FilterError(f"the filter does not parse{_where(e)}", f"write a SQL condition, {EXAMPLE}") from None
+        raise FilterError(f"the filter does not parse{parse_error_position(e)}", f"write a SQL condition, {EXAMPLE}") from None
     except RecursionError:
         raise FilterError(f"the filter nests too deeply (more than {MAX_DEPTH} levels)",
                           "write it with fewer parentheses", "54001") from None
@@ -197,8 +197,9 @@ def _check_tokens(tokens) -> None:
                           "write it with fewer parentheses", "54001")
 
 
-def _where(e: ParseError) -> str:
-    """` near `x` (column 7)`, from the parser's first error: its position and token, not its wording."""
+def parse_error_position(e: ParseError) -> str:
+    """` near `x` (column 7)`, from the parser's first error: its position and token, not its wording (which
+    can name sqlglot's classes)."""
     first = e.errors[0] if e.errors else {}
     token = str(first.get("highlight") or "").strip()
     token = token if len(token) <= 40 else token[:40] + "…"
@@ -330,4 +331,5 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["MAX_DEPTH", "MAX_LENGTH", "FilterError", "check_filter", "column_text", "parse_filter"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "FilterError", "check_filter", "column_text", "parse_error_position",
+           "parse_filter"]

@@ -42,6 +42,7 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.errors import PhloemError, QueryError, QueryTimeout
 from semantic.project.project import Answer
+from semantic.query.filters import parse_error_position
 from server.pgwire import commands as C
 from server.pgwire import pgtypes as T
 from server.pgwire.binder import Binder, error
@@ -725,9 +726,9 @@ def _columns(schema: pa.Schema) -> list[Column]:
 def _parse(text: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
-    except (ParseError, TokenError) as e:
-        detail = e.errors[0]["description"] if isinstance(e, ParseError) and e.errors else str(e).splitlines()[0]
-        raise error(f"syntax error: {detail}", "42601") from None
+    except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
+        detail = parse_error_position(e) if isinstance(e, ParseError) else ": a quote (' or \") is not closed"
+        raise error(f"syntax error{detail}", "42601") from None
     if len(statements) != 1:
         raise error("one statement expected", "42601")
     return normalize_identifiers(statements[0], dialect="postgres")
@@ -920,7 +921,8 @@ _DUCKDB_STATES = (("Catalog Error: Table", "42P01"), ("Catalog Error: Scalar Fun
                   ("Catalog Error: Table Function", "42883"), ("Binder Error: Referenced column", "42703"),
                   ("Binder Error: No function matches", "42883"), ("Parser Error", "42601"),
                   ("Conversion Error", "22P02"), ("Invalid Input Error", "22P02"),
-                  ("Out of Range Error", "22003"), ("Binder Error", "42804"))
+                  ("Out of Range Error", "22003"), ("Binder Error", "42804"),
+                  ("Permission Error", "42501"))  # the locked catalog database refused a file, URL or extension
 
 
 def _duckdb_error(e: duckdb.Error) -> QueryError:

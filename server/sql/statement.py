@@ -13,6 +13,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from semantic.errors import QueryError
+from semantic.query.filters import parse_error_position
 
 READ = "postgres"
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" warnings: we refuse those anyway
@@ -21,9 +22,9 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command
 def parse(sql: str, params: Sequence | None = None) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, read=READ) if s is not None]
-    except (ParseError, TokenError) as e:
-        detail = e.errors[0]["description"] if isinstance(e, ParseError) and e.errors else str(e).splitlines()[0]
-        raise QueryError(f"the SQL does not parse: {detail}",
+    except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
+        detail = parse_error_position(e) if isinstance(e, ParseError) else ": a quote (' or \") is not closed"
+        raise QueryError(f"the SQL does not parse{detail}",
                          "semantic SQL is PostgreSQL syntax: SELECT … FROM <view or metrics> …") from None
     if not statements:
         raise QueryError("no SQL statement given", "send one SELECT")
