@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from semantic.errors import BuildError, QueryError, QueryTimeout
@@ -32,29 +33,52 @@ _GLOB = re.compile(r"[*?\[{]")
 
 
 def file_sources(sql: Iterable[str], root: Path | None = None) -> tuple[list[str], list[str]]:
-    """(files, folders) the model's SQL reads: each path-like string literal, as written and under `root`.
+    """(files, folders) the model's SQL reads: what its FROM clauses name (`read_csv('seeds/x.csv')`,
+    `FROM 'x.parquet'`), as written and under `root`.
 
     A plain path is allowed as that one file; a glob (`seeds/*.csv`) or a folder (`lake/`) as the folder before
-    its first wildcard. URLs are left out: the warehouse has no network.
+    its first wildcard. URLs are left out: the warehouse has no network. A relative path is kept as written too:
+    DuckDB checks it as if under the working directory, then opens it under `file_search_path` (the project).
     """
     files: dict[str, None] = {}
     folders: dict[str, None] = {}
     for text in sql:
-        for m in _LITERAL.finditer(text or ""):
-            value = m.group(1).replace("''", "'").strip()
-            if not value or "://" in value or "\n" in value or not ("/" in value or _FILE.search(value)):
+        for value in _named_paths(text or ""):
+            if not value or "://" in value or "\n" in value:
                 continue
             glob = _GLOB.search(value)
             if glob or value.endswith("/"):
                 head = value[:glob.start()] if glob else value
                 folder = head[:head.rfind("/") + 1]
                 forms = [folder] if folder.startswith("/") else [folder, str((root or Path.cwd()) / folder)]
-                for f in forms:
-                    folders[f if f.endswith("/") else f + "/"] = None
+                folders.update(dict.fromkeys(f if f.endswith("/") else f + "/" for f in forms if f))
             else:
                 forms = [value] if value.startswith("/") else [value, str((root or Path.cwd()) / value)]
                 files.update(dict.fromkeys(forms))
-    return [f for f in files if f], [f for f in folders if f not in ("", "/")]
+    return list(files), [f for f in folders if f != "/"]
+
+
+def _named_paths(text: str) -> list[str]:
+    """The paths a statement's FROM clauses read: a table function's first argument, or a quoted name."""
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):  # SQL sqlglot cannot read: every path-like string
+        return [m.group(1).replace("''", "'") for m in _LITERAL.finditer(text)
+                if "/" in m.group(1) or _FILE.search(m.group(1))]
+    paths = []
+    for table in tree.find_all(exp.Table):
+        source = table.this
+        if isinstance(source, exp.Identifier):
+            if source.quoted and ("/" in source.name or _FILE.search(source.name)):
+                paths.append(source.name)
+            continue
+        if not isinstance(source, exp.Func):
+            continue
+        first = source.this if isinstance(source.this, exp.Expression) else (
+            source.expressions[0] if source.expressions else None)
+        values = first.expressions if isinstance(first, exp.Array) else [first]
+        paths += [v.this for v in values if isinstance(v, exp.Literal) and v.is_string]
+    return paths
 
 
 def _sql_list(values: list[str]) -> str:
@@ -94,8 +118,8 @@ class DuckDBEngine:
                 self.con.execute(f"SET allowed_paths = {_sql_list(paths)}")
             if folders:
                 self.con.execute(f"SET allowed_directories = {_sql_list(folders)}")
-            if files is not None:  # relative paths in activity SQL (read_csv('seeds/x.csv')) mean the project folder
-                self.con.execute("SET file_search_path = ?", [str(files)])
+            if files is not None:  # relative paths in the model's SQL mean the project folder, on every cursor
+                self.con.execute("SET GLOBAL file_search_path = ?", [str(files)])
             self.con.execute("SET enable_external_access = false")
             self.con.execute("SET lock_configuration = true")
         except BaseException:

@@ -165,7 +165,9 @@ def check_filter(tree: exp.Expression, resolve: Callable[[str], Any] | None = No
         _check_node(node, resolve)
         if isinstance(node, exp.Column):
             continue  # its identifiers were checked with it
-        stack.extend((child, depth + 1) for child in node.iter_expressions())
+        # a chain of ANDs (or ORs) is one level: sqlglot reads and writes those without recursing
+        stack.extend((child, depth if type(child) is type(node) and isinstance(node, exp.Connector) else depth + 1)
+                     for child in node.iter_expressions())
     return tree
 
 
