@@ -64,13 +64,13 @@ FUNCTIONS = _classes(
     "TimeToStr", "StrToTime", "StrToDate", "TimeToUnix", "UnixToTime", "TsOrDsToDate", "TimeStrToTime",
     "DateStrToDate", "Date",
     # numbers
-    "Abs", "Round", "Floor", "Ceil", "Sqrt", "Ln", "Log", "Exp", "Sign", "Greatest", "Least",
+    "Abs", "Round", "Floor", "Ceil", "Trunc", "Sqrt", "Ln", "Log", "Exp", "Sign", "Greatest", "Least",
     # nulls
     "Coalesce", "Nullif")
 
 # DuckDB scalar functions sqlglot has no node for (they parse as plain calls)
 NAMED_FUNCTIONS = frozenset({
-    "now", "today", "date_part", "datepart", "date_trunc", "strip_accents", "lcase", "ucase", "prefix", "suffix",
+    "now", "today", "date_part", "datepart", "date_trunc", "date_add", "date_sub", "strip_accents", "lcase", "ucase", "prefix", "suffix",
     "isodow", "isoyear", "yearweek", "weekday", "weekofyear", "dayofmonth", "dayofyear", "epoch_ms", "age",
     "make_timestamp", "time_bucket", "ltrim", "rtrim", "instr", "regexp_full_match", "jaro_winkler_similarity",
     "trunc", "ceiling", "power", "ifnull", "nvl", "to_timestamp", "strptime", "strftime", "millisecond",
