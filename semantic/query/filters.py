@@ -105,7 +105,7 @@ REACHING = re.compile(
 SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog", "system", "temp", "main", "raw"})
 SYSTEM_PREFIXES = ("_phloem", "duckdb_", "pg_", "sqlite_", "__stage", "__phloem")
 
-READING = _classes("Explode", "ReadCSV", "ReadParquet", "CurrentUser", "CurrentVersion", "CurrentSchema",
+READING = _classes("ReadCSV", "ReadParquet", "CurrentUser", "CurrentVersion", "CurrentSchema",
                    "CurrentDatabase", "CurrentCatalog", "CurrentRole", "SessionUser")
 
 AGGREGATE_HINT = "filters apply to rows before aggregation: filter on dimension values (HAVING in semantic SQL " \
@@ -135,7 +135,8 @@ def parse_filter(text: Any, resolve: Callable[[str], Any] | None = None) -> exp.
     try:
         trees = dialect.parser().parse(tokens, text)
     except ParseError as e:
-        raise FilterError(f"the filter does not parse{parse_error_position(e)}", f"write a SQL condition, {EXAMPLE}") from None
+        raise FilterError(f"the filter does not parse{parse_error_position(e)}",
+                          f"write a SQL condition, {EXAMPLE}") from None
     except RecursionError:
         raise FilterError(f"the filter nests too deeply (more than {MAX_DEPTH} levels)",
                           "write it with fewer parentheses", "54001") from None
@@ -307,13 +308,19 @@ def _refuse(node: exp.Expression) -> None:
                               "environment or the server's state", SUGGESTION, "42501")
         raise FilterError(f"function `{name}` is not allowed in a filter",
                           "use comparisons, IN, LIKE, CASE, CAST and plain scalar functions (upper, lower, "
-                          "date_trunc, extract, coalesce, round …); see docs/security.md", "42883")
+                          "date_trunc, extract, coalesce, round …): see \"What a client may send\" in the docs", "42883")
     raise FilterError("this construct is not allowed in a filter", SUGGESTION, "42601")
 
 
 def _function_name(node: exp.Func) -> str:
-    name = str(node.this) if isinstance(node, exp.Anonymous) else node.sql_name()
-    return _short(name.lower(), 40)
+    """The function as DuckDB spells it (`unnest`, `version`), not as sqlglot names its node."""
+    if isinstance(node, exp.Anonymous):
+        return _short(str(node.this).lower(), 40)
+    try:
+        spelled = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)", node.sql(DIALECT))
+    except Exception:  # a node DuckDB cannot write, or one nested too deep to write: sqlglot's name
+        spelled = None
+    return _short((spelled.group(1) if spelled else node.sql_name()).lower(), 40)
 
 
 def _construct(node: exp.Expression) -> str | None:

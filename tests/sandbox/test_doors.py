@@ -253,3 +253,17 @@ def test_cli_where_refuses_in_a_real_process(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path / "p")
     assert done.returncode == 1 and "subquery" in done.stderr, done.stderr
     assert "root:" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_semantic_sql_keeps_its_room_outside_the_filters(http, wire_dsn):
+    """The outer step still runs what surrounds the semantic tables (generate_series, functions, CTEs), and a
+    semantic WHERE with the functions BI tools send still answers."""
+    sql = ("WITH months AS (SELECT metric_time__month AS m, MEASURE(orders) AS n FROM metrics "
+           "WHERE upper(channel) IN ('WEB', 'APP') AND metric_time >= DATE '2024-01-01' "
+           "AND date_trunc('month', metric_time) < '2024-04-01' GROUP BY 1) "
+           "SELECT g, (SELECT count(*) FROM months) AS months FROM generate_series(1, 3) AS t(g) ORDER BY g")
+    answer = http.post("/api/v1/sql", json={"sql": sql})
+    assert answer.status_code == 200, answer.text
+    assert [r[0] for r in answer.json()["rows"]] == [1, 2, 3] and answer.json()["rows"][0][1] == 3
+    with psycopg.connect(wire_dsn, autocommit=True) as conn:
+        assert [r[0] for r in conn.execute(sql).fetchall()] == [1, 2, 3]
