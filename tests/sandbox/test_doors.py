@@ -161,6 +161,11 @@ def test_legitimate_filters_still_answer(http, runtime):
         assert answer.json()["rows"] == [[pytest.approx(float(want[1]))]] and want[1] > 0
     tree = http.get("/api/v1/tree", params={"root": "profit", **PERIOD, "where": "channel = 'web'"})
     assert tree.status_code == 200, tree.text
+    # quotes, `;` and comment marks inside a value are part of the value (structured or as a SQL string)
+    for f in ({"dimension": "country", "op": "=", "values": ["it's -- /* ; */ read_text('/etc/passwd')"]},
+              "country = 'it''s -- /* ; */'"):
+        answer = http.post("/api/v1/query", json={"metrics": ["orders"], "filters": [f]})
+        assert answer.status_code == 200 and answer.json()["rows"] == [[0]], answer.text
 
 
 # ------------------------------------------------------------------------------------------------ semantic SQL
@@ -203,6 +208,8 @@ def test_pg_wire_statements_refused(wire_dsn, shop, cls, sql):
         e = caught.value
         assert e.sqlstate and e.sqlstate[:2] in ("42", "25", "0A", "3F"), f"{cls}: {e.sqlstate} {e}"
         clean(f"{e.diag.message_primary} {e.diag.message_hint or ''} {e.diag.message_detail or ''}", shop)
+    with psycopg.connect(wire_dsn, autocommit=True) as conn:  # nothing was dropped, nothing installed
+        assert conn.execute("SELECT MEASURE(orders) FROM orders").fetchone()[0] > 0
 
 
 # ------------------------------------------------------------------------------------------------ GraphQL
