@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from semantic.activity.dataset import compile_dataset
 from semantic.activity.stream import activity_select, table_name
-from semantic.engines import connect
+from semantic.engines import connect, model_sql
 from semantic.engines.duckdb import DuckDBEngine
 from semantic.errors import ModelError, Problem
 from semantic.project.load import Model, load_project
@@ -315,7 +315,8 @@ def validate_project(root=None) -> Validated:
     if warehouse.engine == "duckdb":  # validating never writes to (or creates) the project's database
         on_disk = model.database_path != ":memory:" and Path(model.database_path).exists()
         try:
-            engine = DuckDBEngine(model.database_path if on_disk else ":memory:", read_only=on_disk, files=model.root)
+            engine = DuckDBEngine(model.database_path if on_disk else ":memory:", read_only=on_disk, files=model.root,
+                                  reads=model_sql(model))  # locked down as queries are: only the model's files
         except duckdb.IOException as e:  # a running `phloem serve` holds the file: the model files are still checked
             pid = re.search(r"\(PID (\d+)\)", str(e))
             holder = f"PID {pid.group(1)}" if pid else "another process"
