@@ -128,8 +128,8 @@ def parse_filter(text: Any, resolve: Callable[[str], Any] | None = None) -> exp.
     dialect = Dialect.get_or_raise(DIALECT)
     try:
         tokens = dialect.tokenize(text)
-    except TokenError:
-        raise FilterError("the filter does not parse: a quote (' or \") is not closed",
+    except TokenError as e:
+        raise FilterError(f"the filter does not parse{parse_error_position(e)}",
                           f"close every string, doubling a quote inside it ('it''s'); {EXAMPLE}") from None
     _check_tokens(tokens)
     try:
@@ -200,9 +200,11 @@ def _check_tokens(tokens) -> None:
                           "write it with fewer parentheses", "54001")
 
 
-def parse_error_position(e: ParseError) -> str:
+def parse_error_position(e: ParseError | TokenError) -> str:
     """` near `x` (column 7)`, from the parser's first error: its position and token, not its wording (which
-    can name sqlglot's classes)."""
+    can name sqlglot's classes); for text that does not tokenize, the unclosed quote it almost always is."""
+    if not isinstance(e, ParseError):
+        return ": a quote (' or \") is not closed"
     first = e.errors[0] if e.errors else {}
     token = str(first.get("highlight") or "").strip()
     token = token if len(token) <= 40 else token[:40] + "…"

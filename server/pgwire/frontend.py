@@ -727,8 +727,7 @@ def _parse(text: str) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
     except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
-        detail = parse_error_position(e) if isinstance(e, ParseError) else ": a quote (' or \") is not closed"
-        raise error(f"syntax error{detail}", "42601") from None
+        raise error(f"syntax error{parse_error_position(e)}", "42601") from None
     if len(statements) != 1:
         raise error("one statement expected", "42601")
     return normalize_identifiers(statements[0], dialect="postgres")

@@ -23,8 +23,7 @@ def parse(sql: str, params: Sequence | None = None) -> exp.Query:
     try:
         statements = [s for s in sqlglot.parse(sql, read=READ) if s is not None]
     except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
-        detail = parse_error_position(e) if isinstance(e, ParseError) else ": a quote (' or \") is not closed"
-        raise QueryError(f"the SQL does not parse{detail}",
+        raise QueryError(f"the SQL does not parse{parse_error_position(e)}",
                          "semantic SQL is PostgreSQL syntax: SELECT … FROM <view or metrics> …") from None
     if not statements:
         raise QueryError("no SQL statement given", "send one SELECT")
