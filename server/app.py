@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from server import errors, explore, explorer, rest
+from server import admin, errors, explore, explorer, rest
 from server.errors import json_response
 from server.runtime import Runtime
 
@@ -29,6 +29,7 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0) -> F
     errors.install(app)
     app.include_router(rest.router())
     app.include_router(explore.router())
+    app.include_router(admin.router())
     _mount_graphql(app, runtime)
     app.include_router(explorer.router())
 

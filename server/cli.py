@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from enum import StrEnum
 from importlib import metadata, resources
 from pathlib import Path
@@ -18,7 +21,14 @@ import pyarrow.csv as pacsv
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from semantic import PhloemError, Project
@@ -26,8 +36,14 @@ from semantic.engines import connect
 from semantic.engines.copy import copy_tables
 from semantic.project.load import find_project, load_project
 from semantic.project.verify import validate_project
+from semantic.query.query import make_query
+from server.beside import Beside, held_by_other, held_by_server, lock_of
+from server.runtime import ServerRecord
 
-app = typer.Typer(help="Phloem: a semantic layer built on activity streams.", no_args_is_help=True,
+HELP = ("Phloem: a semantic layer built on activity streams.\n\n"
+        "While `phloem serve` runs a project, the other commands work beside it: query, dataset, build and "
+        "rollups are answered by that server (found through the project's .phloem/server.json).")
+app = typer.Typer(help=HELP, no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 out = Console(width=None if sys.stdout.isatty() else 240)  # pipes get whole rows, not folded cells
 err = Console(stderr=True)
@@ -64,6 +80,9 @@ def user_errors() -> Iterator[None]:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except duckdb.Error as e:
+        if (lock := lock_of(e)) is not None:  # not opened through _open (which knows the project's server)
+            err.print(f"[red]error:[/red] {escape(str(held_by_other(lock)))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         err.print(f"[red]warehouse error:[/red] {escape(str(e).splitlines()[0])}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
@@ -71,8 +90,9 @@ def user_errors() -> Iterator[None]:
 @contextmanager
 def progress_bar(label: str) -> Iterator:
     """A rich progress bar fed by the library's (name, done, total) callbacks; quiet when not a terminal."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
         task = bar.add_task(label, total=None)
 
         def update(name: str, done: int, total: int) -> None:
@@ -90,8 +110,17 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create.")]) -
     template = resources.files("semantic.demo") / "starter"
     with resources.as_file(template) as src:
         shutil.copytree(src, directory, dirs_exist_ok=True)
+    settings = directory / "phloem.yml"
+    settings.write_text(re.sub(r"^name: .*$", f"name: {project_name(directory)}", settings.read_text(), count=1,
+                               flags=re.M))
     out.print(f"Created a Phloem project in [bold]{directory}[/bold]. Next:\n"
               f"  cd {directory} && phloem validate && phloem build && phloem dataset orders")
+
+
+def project_name(directory: Path) -> str:
+    """The folder's name as a project name (lowercase letters, digits, `_`; starts with a letter)."""
+    name = re.sub(r"[^a-z0-9]+", "_", directory.resolve().name.lower()).strip("_")
+    return name if re.match(r"[a-z]", name) else f"project_{name}".rstrip("_")
 
 
 @app.command()
@@ -150,13 +179,16 @@ def prepare_demo(directory: Path, scale: int, seed: int) -> None:
         with resources.as_file(resources.files("semantic.demo") / "project") as src:
             shutil.copytree(src, directory, dirs_exist_ok=True)
     model = load_project(directory)
+    record = ServerRecord.read(model.root)
+    if record is not None and record.pid != os.getpid():
+        raise held_by_server(record, directory, "`phloem demo` (it rewrites the demo's data)")
     on_postgres = model.settings.warehouse.engine == "postgres"  # generated in DuckDB, then copied to `raw`
     if not on_postgres:
         Path(model.database_path).parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:" if on_postgres else model.database_path)
     try:
-        with err.status(f"generating {scale:,} orders"):
-            counts = generate(con, scale=scale, seed=seed)
+        with progress_bar(f"generating {scale:,} orders") as update:
+            counts = generate(con, scale=scale, seed=seed, progress=update)
         if on_postgres:
             with err.status("copying the raw tables to PostgreSQL"):
                 _copy_raw(con, model)
@@ -181,21 +213,42 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     every login to a project is refused. Only the built-in demo (no PROJECT) lets loopback clients in without a
     password when no users are set. PHLOEM_PG_TRUST (none|loopback|all) says who needs no password, overriding
     both; PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS.
+
+    While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
+    `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """
+    demo = project is None
+    project = DEMO_DIR if demo else project
+    with user_errors():
+        root = project.resolve() if demo else find_project(project)
+    if (running := ServerRecord.read(root)) is not None:
+        err.print(f"[red]error:[/red] PID {running.pid} already serves this project at {running.url}"
+                  + (f" (PostgreSQL port {running.pg_port})" if running.pg_port else "")
+                  + f" — use that one (the other phloem commands work beside it), or stop it (kill {running.pid}) "
+                  "first", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    near = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)  # where the CLI calls it
+    record = ServerRecord.write(root, f"http://{near}:{port}", pg_port)
+    try:
+        _serve(root, demo, host, port, timeout, scale, pg_port, record)
+    finally:
+        record.remove(root)
+
+
+def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scale: int, pg_port: int,
+           record: ServerRecord) -> None:
     import uvicorn
 
     from server.app import create_app
 
     with user_errors():
-        demo = project is None
-        if demo:
-            project = DEMO_DIR
-            if not (project / "phloem.yml").exists():
-                err.print(f"first run: building the demo shop in ./{project}")
-                prepare_demo(project, scale, 7)
+        if demo and not (project / "phloem.yml").exists():
+            err.print(f"first run: building the demo shop in ./{project}")
+            prepare_demo(project, scale, 7)
         with _open(project) as p, progress_bar("building") as update:
             p.ensure_built(update)
         app_ = create_app(project, timeout=timeout)
+        app_.state.runtime.token = record.token
     base = f"http://{host}:{port}"
     name = app_.state.runtime.project.model.settings.name
     pg_line = f"\n  Postgres postgresql://{host}:{pg_port}/{name}   (psql, BI tools, drivers)" if pg_port else ""
@@ -253,12 +306,13 @@ def query(
     fields = dict(metrics=metrics, dimensions=by, filters=where or [], time_range=time_range,
                   order_by=[o for x in order or [] for o in x.split(",")], limit=limit)
     with user_errors(), _open(project) as p:
+        q = make_query(**fields)
         if explain:
-            out.print(p.explain(**fields), highlight=False, markup=False, soft_wrap=True)
+            out.print(p.explain(q), highlight=False, markup=False, soft_wrap=True)
             return
         with progress_bar("building") as update:
-            table = p.query(progress=update, **fields)
-    print_table(table, format, title=metrics)
+            table = p.query(q, progress=update)
+    print_table(table, format, title=metrics, formats=metric_formats(p.model))
 
 
 @app.command()
@@ -300,15 +354,48 @@ def _copy_raw(con: duckdb.DuckDBPyConnection, model) -> None:
 
 
 @contextmanager
-def _open(project: Path | None) -> Iterator[Project]:
-    p = Project.load(find_project(project))
+def _open(project: Path | None, cannot: str | None = None) -> Iterator[Project | Beside]:
+    """The project opened here or, while `phloem serve` holds its DuckDB file, that server (`cannot`: what this
+    command is, when it cannot be forwarded)."""
+    model = load_project(find_project(project))
+    try:
+        p = Project(model)
+    except duckdb.Error as e:
+        lock = lock_of(e, model.database_path)
+        if lock is None:
+            raise
+        record = ServerRecord.read(model.root)
+        if record is None or record.pid == os.getpid() or (lock.pid and lock.pid != record.pid):
+            raise held_by_other(lock) from None
+        if cannot:
+            raise held_by_server(record, model.root, cannot) from None
+        yield Beside(record, model)
+        return
     try:
         yield p
     finally:
         p.close()
 
 
-def print_table(table: pa.Table, format: Format, title: str = "") -> None:
+def metric_formats(model) -> dict[str, str]:
+    return {name: m.format for name, m in model.metrics.items() if m.format}
+
+
+def formatted(value, format: str | None) -> str:
+    """A cell as a reader wants it: `percent` 0.1234 → 12.34 %, `currency` 1234.5 → $1,234.50."""
+    if value is None:
+        return ""
+    if format is None or format == "number" or isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return str(value)
+    if format == "percent":
+        return f"{value * 100:,.2f} %"
+    if format == "currency":
+        return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
+    return f"{round(value):,}"  # integer
+
+
+def print_table(table: pa.Table, format: Format, title: str = "", formats: dict[str, str] | None = None) -> None:
+    """Rows as a table, CSV or JSON; `formats` (column → metric format) shape table cells only, never CSV/JSON."""
     if format is Format.csv:
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink)
@@ -316,11 +403,12 @@ def print_table(table: pa.Table, format: Format, title: str = "") -> None:
     elif format is Format.json:
         sys.stdout.write(orjson.dumps(table.to_pylist(), default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
+        formats = formats or {}
         t = Table(title=title, show_lines=False)
         for name in table.column_names:
-            t.add_column(name, no_wrap=True)
+            t.add_column(name, no_wrap=True, justify="right" if name in formats else "left")
         for row in table.to_pylist():
-            t.add_row(*("" if v is None else str(v) for v in row.values()))
+            t.add_row(*(formatted(v, formats.get(k)) for k, v in row.items()))
         out.print(t)
 
 
@@ -337,8 +425,11 @@ def rollups_list(project: ProjectOpt = None) -> None:
     from semantic.meta import rollups as described
 
     with user_errors(), _open(project) as p:
-        p.ensure_catalog()
-        items = described(p.compiler)
+        if isinstance(p, Beside):
+            items = p.rollups()
+        else:
+            p.ensure_catalog()
+            items = described(p.compiler)
     t = Table(title="rollups")
     for name in ("rollup", "view", "grain", "dimensions", "measures", "partition", "refresh", "rows", "fresh"):
         t.add_column(name)
@@ -360,7 +451,7 @@ def rollups_suggest(project: ProjectOpt = None,
     from semantic.materialize import suggest
 
     with user_errors(), _open(project) as p:
-        found = suggest.suggest(p, limit=limit)
+        found = p.suggest(limit) if isinstance(p, Beside) else suggest.suggest(p, limit=limit)
         if not found:
             out.print("no suggestion: every logged query is answered by a rollup (or the log is empty)")
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request
+from fastapi import Query as QueryParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -37,6 +38,8 @@ class SqlRequest(BaseModel):
     sql: str = Field(min_length=1, examples=["SELECT channel, MEASURE(gross_revenue) FROM orders GROUP BY 1"])
     params: list[Any] = Field(default_factory=list, description="Values for $1, $2, … in the SQL.")
 
+
+DATASET_ROWS = 100_000  # rows /api/v1/datasets/{name} returns at most
 
 ERRORS = {
     400: {"description": "The model cannot answer this query: message and suggestion (did you mean …)."},
@@ -76,6 +79,14 @@ def router() -> APIRouter:
         if answer is None:
             answer = await run_in_threadpool(door.run, body.sql, body.params or None)
         return answered(answer.table, answer.cached, accept)
+
+    @api.get("/datasets/{name}", summary="A dataset's rows (built first if needed), at most 100,000",
+             responses={200: ANSWER})
+    async def dataset(request: Request, name: str,
+                      limit: Annotated[int, QueryParam(ge=0, le=DATASET_ROWS)] = 100,
+                      accept: Annotated[str | None, Header()] = None) -> Response:
+        table = await run_in_threadpool(request.app.state.runtime.project.dataset, name, limit)
+        return answered(table, False, accept)
 
     @api.post("/reload", summary="Re-read the model files (a broken model keeps the running version)")
     def reload(request: Request) -> Response:

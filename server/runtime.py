@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from semantic import Project
@@ -10,8 +14,9 @@ from semantic.project.load import find_project, load_project
 
 
 class Runtime:
-    def __init__(self, root: Path | str, timeout: float | None = 30.0):
+    def __init__(self, root: Path | str, timeout: float | None = 30.0, token: str | None = None):
         self.root = find_project(root)
+        self.token = token  # the admin endpoints' secret (from the server record); None: admin is closed
         self.project = Project.load(self.root)
         self.timeout = timeout  # seconds a query may run before it is cancelled (504)
         self._lock = threading.Lock()
@@ -49,3 +54,63 @@ class Runtime:
 
     def close(self) -> None:
         self.project.close()
+
+
+RECORD = Path(".phloem") / "server.json"  # inside the project: whoever can read the project can find its server
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What `phloem serve` leaves in the project while it runs, so the CLI can find it and forward to it.
+
+    Written atomically with mode 0600 (the token drives the admin endpoints); removed on a clean exit; a
+    record whose process is gone is stale and ignored.
+    """
+
+    pid: int
+    url: str
+    pg_port: int
+    token: str
+
+    @classmethod
+    def read(cls, root: Path) -> ServerRecord | None:
+        """The running server of the project at `root`, or None (no record, unreadable, or its process died)."""
+        try:
+            data = json.loads((Path(root) / RECORD).read_text())
+            record = cls(int(data["pid"]), str(data["url"]), int(data["pg_port"]), str(data["token"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record if _alive(record.pid) else None
+
+    @classmethod
+    def write(cls, root: Path, url: str, pg_port: int) -> ServerRecord:
+        record = cls(os.getpid(), url, pg_port, secrets.token_urlsafe(32))
+        path = Path(root) / RECORD
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".server.{record.pid}.json")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(record), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # readers see the whole record or none
+        return record
+
+    def remove(self, root: Path) -> None:
+        """Delete the record if it is still this server's (never another server's)."""
+        path = Path(root) / RECORD
+        try:
+            if json.loads(path.read_text()).get("pid") == self.pid:
+                path.unlink()
+        except (OSError, ValueError):
+            pass

@@ -20,6 +20,7 @@ Shape of the business (2023-01-01 .. 2025-12-31):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import duckdb
 
@@ -587,10 +588,25 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(value)
 
 
+STEPS = 12  # progress calls of generate(): the helpers, then each raw table, then the counts
+
+
 def generate(
-    con: duckdb.DuckDBPyConnection, scale: int = 100_000, seed: int = 7, schema: str = "raw"
+    con: duckdb.DuckDBPyConnection, scale: int = 100_000, seed: int = 7, schema: str = "raw",
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, int]:
-    """(Re)create the demo's raw tables in `schema`; returns row counts per table. `scale` = number of orders."""
+    """(Re)create the demo's raw tables in `schema`; returns row counts per table. `scale` = number of orders.
+
+    `progress(step, done, total)` is called before each step and once when all are done.
+    """
+    done = 0
+
+    def step(name: str) -> None:
+        nonlocal done
+        if progress:
+            progress(name, done, STEPS)
+        done += 1
+
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -608,23 +624,33 @@ def generate(
         for stmt in _MACROS_SQL.format(seed=int(seed)).split(";"):
             if stmt.strip():
                 con.execute(stmt)
+        step("calendar")
         con.execute(_HOURS_SQL)
         hours_total = _scalar(con, "SELECT sum(w)::BIGINT FROM phloem_gen_hours")
+        step("products")
         con.execute(_PRODUCTS_SQL.format(n_products=N_PRODUCTS))
+        step("customers")
         con.execute(_CUSTOMERS_SQL.format(n_customers=n_customers, hours_total=hours_total))
         con.execute(_CUST_STEPS_SQL)
+        step("order times")
         con.execute(_orders_base_sql(scale, hours_total))
 
+        step("customers table")
         con.execute(_CUSTOMERS_FINAL_SQL.format(schema=q))
+        step("order_lines")
         con.execute(
             _ORDER_LINES_SQL.format(
                 schema=q,
                 product=_PRODUCT_SQL.format(n_products=N_PRODUCTS, order_id="o.order_id", k="k"),
             )
         )
+        step("orders")
         con.execute(_ORDERS_SQL.format(schema=q))
+        step("shipments")
         con.execute(_SHIPMENTS_SQL.format(schema=q))
+        step("refunds")
         con.execute(_REFUNDS_SQL.format(schema=q))
+        step("payments")
         con.execute(_PAYMENTS_SQL.format(schema=q))
 
         # helpers that are no longer needed: free their memory before the biggest table
@@ -632,6 +658,7 @@ def generate(
         con.execute("DROP TABLE temp.main.phloem_gen_products")
 
         # visits: the browse part tops the others up to exactly 3 x scale
+        step("visits")
         anon, order_sessions, pre_signup = _visit_parts_sql(q, n_anon, hours_total)
         n_sessions = _scalar(con, f"SELECT count(*) FROM ({order_sessions})")
         n_pre_signup = _scalar(con, f"SELECT count(*) FROM ({pre_signup})")
@@ -654,4 +681,8 @@ def generate(
         for macro in _MACROS:
             con.execute(f"DROP MACRO IF EXISTS temp.main.{macro}")
 
-    return {table: _scalar(con, f"SELECT count(*) FROM {q}.{table}") for table in TABLES}
+    step("counting rows")
+    counts = {table: _scalar(con, f"SELECT count(*) FROM {q}.{table}") for table in TABLES}
+    if progress:
+        progress("done", STEPS, STEPS)
+    return counts

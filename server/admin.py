@@ -1,0 +1,102 @@
+"""Admin endpoints for the CLI beside a running server: build and suggest on the server's warehouse connection.
+
+DuckDB lets one process write a database file, so while `phloem serve` holds it, `phloem build` and
+`phloem rollups suggest` ask the server to do the work. Only a caller holding the token of the server record
+(`.phloem/server.json`, mode 0600) may: a local user who can read the project.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from semantic.errors import PhloemError
+from server.errors import body, json_response, status_of
+
+NDJSON = "application/x-ndjson"
+
+
+class BuildRequest(BaseModel):
+    force: bool = Field(False, description="Rebuild even what is up to date.")
+
+
+class SuggestRequest(BaseModel):
+    limit: int = Field(5, ge=1, le=100)
+
+
+def _refused(request: Request, authorization: str | None) -> Response | None:
+    token = request.app.state.runtime.token
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if token and given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return json_response(body("forbidden", "admin endpoints need the token of this server's record",
+                              "run the `phloem` command in the project folder, as a user who can read "
+                              ".phloem/server.json"), 403)
+
+
+def _error(e: BaseException) -> dict:
+    """The error as the local command would print it: the CLI's user owns the project, so the whole message."""
+    if isinstance(e, PhloemError):
+        return body("build", str(e))
+    return status_of(e)[1]
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/api/v1/admin", tags=["admin"], include_in_schema=False)
+
+    @api.post("/build", summary="Re-read the model files and build what is stale; progress as NDJSON lines")
+    async def build(request: Request, req: BuildRequest,
+                    authorization: Annotated[str | None, Header()] = None) -> Response:
+        if (refused := _refused(request, authorization)) is not None:
+            return refused
+        runtime = request.app.state.runtime
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def send(item: dict) -> None:
+            loop.call_soon_threadsafe(lines.put_nowait, orjson.dumps(item) + b"\n")
+
+        def work() -> None:
+            try:
+                reloaded = runtime.reload()  # a build builds what the files say now
+                report = runtime.project.build(force=req.force, progress=lambda n, d, t: send(
+                    {"progress": [n, d, t]}))
+                send({"report": {"built": report.built, "fresh": report.fresh, "seconds": report.seconds,
+                                 "reloaded": reloaded}})
+            except Exception as e:  # the answer has started (200): the error travels as the last line
+                send({"error": _error(e)["error"]})
+            finally:
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        async def stream():
+            task = asyncio.ensure_future(run_in_threadpool(work))
+            while (line := await lines.get()) is not None:
+                yield line
+            await task
+
+        return StreamingResponse(stream(), media_type=NDJSON)
+
+    @api.post("/rollups/suggest", summary="Rollups the query log asks for, estimated in the warehouse")
+    async def suggest(request: Request, req: SuggestRequest,
+                      authorization: Annotated[str | None, Header()] = None) -> Response:
+        from semantic.materialize import suggest as suggesting
+
+        if (refused := _refused(request, authorization)) is not None:
+            return refused
+        runtime = request.app.state.runtime
+        try:
+            found = await run_in_threadpool(suggesting.suggest, runtime.project, None, req.limit)
+        except Exception as e:
+            status, _ = status_of(e)
+            return json_response(_error(e), status)
+        return json_response([{"rollup": s.as_yaml(), "queries": s.queries, "rows": s.rows,
+                               "source_rows": s.source_rows} for s in found])
+
+    return api
