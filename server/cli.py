@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -229,6 +230,8 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
         raise typer.Exit(1)
     near = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)  # where the CLI calls it
     record = ServerRecord.write(root, f"http://{near}:{port}", pg_port)
+    # uvicorn stops gracefully on SIGTERM, then re-raises it: exit through `finally`, so the record goes too
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
         _serve(root, demo, host, port, timeout, scale, pg_port, record)
     finally:

@@ -34,7 +34,7 @@ def starter(tmp_path) -> Path:
 
 
 def test_init_validate_build_dataset(starter):
-    assert "ok starter: 1 streams, 1 datasets, 1 views, 3 metrics" in run("validate", cwd=starter).stdout
+    assert "ok p: 1 streams, 1 datasets, 1 views, 3 metrics" in run("validate", cwd=starter).stdout  # named after its folder
     built = run("build", cwd=starter).stdout
     assert "3 built" in built
     assert "0 built, 3 already up to date" in run("build", cwd=starter).stdout
