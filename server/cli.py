@@ -320,6 +320,9 @@ def query(
 
 @app.command()
 def tree(metric: Annotated[str | None, typer.Argument(help="Draw only this metric's subtree.")] = None,
+         values: Annotated[bool, typer.Option("--values", help="Show each metric's value (in its format).")] = False,
+         start: Annotated[str | None, typer.Option("--from", help="With --values: start of the time range.")] = None,
+         end: Annotated[str | None, typer.Option("--to", help="With --values: end of the time range.")] = None,
          project: ProjectOpt = None) -> None:
     """Draw the metric tree: each metric, how it is computed, and what moves it up or down."""
     from rich.tree import Tree
@@ -330,13 +333,23 @@ def tree(metric: Annotated[str | None, typer.Argument(help="Draw only this metri
         model = load_project(project)
         mt = MetricTree.from_metrics(model.metrics)
         roots = [mt.node(metric).name] if metric else sorted(mt.roots(), key=lambda n: -mt.nodes[n].depth)
+    shown: dict = {}
+    if values:
+        drawn = [n for n in dict.fromkeys(_subtree(mt, roots)) if not _over_time(model, mt, n)]
+        time_range = {"start": start, "end": end} if (start or end) else None
+        with user_errors(), _open(project) as p, progress_bar("building") as update:
+            shown = p.query(make_query(metrics=drawn, time_range=time_range), progress=update).to_pylist()[0]
+    formats = metric_formats(model)
 
     def label(name: str, edge=None) -> str:
         node = mt.nodes[name]
         how = f" [dim]= {node.formula}[/dim]" if node.kind != "simple" else f" [dim]({node.measure})[/dim]"
         sign = "" if edge is None else ("[green]+[/green] " if edge.sign > 0 else "[red]−[/red] ")
         offset = f" [yellow](offset {edge.offset})[/yellow]" if edge is not None and edge.offset else ""
-        return f"{sign}[bold]{name}[/bold]{how}{offset}"
+        value = ""  # an offset input's value is another period's: not the one this query gives
+        if name in shown and not offset:
+            value = f"  [cyan]{escape(formatted(shown[name], formats.get(name)))}[/cyan]"
+        return f"{sign}[bold]{name}[/bold]{value}{how}{offset}"
 
     def grow(branch: Tree, name: str) -> None:
         for edge in mt.children(name):
@@ -346,6 +359,20 @@ def tree(metric: Annotated[str | None, typer.Argument(help="Draw only this metri
         t = Tree(label(root))
         grow(t, root)
         out.print(t)
+
+
+def _over_time(model, mt, name: str) -> bool:
+    """Whether a metric has a value only per time bucket (an offset or a running total, here or below it)."""
+    m = model.metrics.get(name)
+    if m is not None and (m.cumulative or any(i.offset for i in m.inputs.values())):
+        return True
+    return any(_over_time(model, mt, e.child) for e in mt.children(name))
+
+
+def _subtree(mt, names: list[str]):
+    for name in names:
+        yield name
+        yield from _subtree(mt, [e.child for e in mt.children(name)])
 
 
 def _copy_raw(con: duckdb.DuckDBPyConnection, model) -> None:

@@ -33,6 +33,7 @@ SAME = [
     ("query", "-m", "revenue,margin,orders", "--by", "channel", "--order", "channel"),
     ("query", "-m", "revenue", "--by", "metric_time__quarter", "--explain"),
     ("tree",),
+    ("tree", "profit", "--values", "--from", "2024-01-01", "--to", "2024-12-31"),  # values in their formats
     ("validate",),
     ("rollups", "list"),
     ("build",),
@@ -128,6 +129,7 @@ def test_commands_beside_the_server_print_what_they_print_alone(shop, alone, ser
         assert run(*args, cwd=shop).stdout == alone[args], args
     assert dataset_rows(shop) == alone["rows"]
     assert "$" in alone[SAME[0]] and " %" in alone[SAME[0]]  # revenue as currency, margin as percent
+    assert re.search(r"profit  \$[\d,]+\.\d\d = net_revenue - costs", alone[SAME[3]])
     # the build runs in the server (its own warehouse connection), progress lines stream back to the bar
     forced = run("build", "--force", cwd=shop, env=TERMINAL)
     assert built_count(forced.stdout) == alone["forced"]
@@ -146,6 +148,12 @@ def test_what_cannot_run_beside_says_who_holds_it(shop, server):
     regenerate = run("demo", "--dir", str(shop), "--scale", "100", cwd=shop, check=1)
     assert f"PID {proc.pid} serves this project at {url}" in regenerate.stderr
     assert f"kill {proc.pid}" in regenerate.stderr and "phloem query" in regenerate.stderr
+    rows = json.loads(_get(url + "/api/v1/datasets/orders?limit=3").read())  # the REST door the CLI uses
+    assert len(rows["rows"]) == 3 and "order_id" in [c["name"] for c in rows["columns"]]
+    for path, code in (("orders?limit=100001", 422), ("ordrs", 400)):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{url}/api/v1/datasets/{path}")
+        assert refused.value.code == code
     bad = run("query", "-m", "revenu", cwd=shop, check=1)  # the server's error, printed as the CLI prints it
     assert "unknown metric" in bad.stderr and "did you mean `revenue`?" in bad.stderr
 
