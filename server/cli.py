@@ -246,7 +246,7 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
 
     with user_errors():
         if demo and not (project / "phloem.yml").exists():
-            err.print(f"first run: building the demo shop in ./{project}")
+            err.print(f"first run: building the demo shop in {project}")
             prepare_demo(project, scale, 7)
         with _open(project) as p, progress_bar("building") as update:
             p.ensure_built(update)
@@ -384,9 +384,8 @@ def _copy_raw(con: duckdb.DuckDBPyConnection, model) -> None:
 
 
 @contextmanager
-def _open(project: Path | None, cannot: str | None = None) -> Iterator[Project | Beside]:
-    """The project opened here or, while `phloem serve` holds its DuckDB file, that server (`cannot`: what this
-    command is, when it cannot be forwarded)."""
+def _open(project: Path | None) -> Iterator[Project | Beside]:
+    """The project opened here or, while `phloem serve` holds its DuckDB file, that server."""
     model = load_project(find_project(project))
     try:
         p = Project(model)
@@ -397,8 +396,6 @@ def _open(project: Path | None, cannot: str | None = None) -> Iterator[Project |
         record = ServerRecord.read(model.root)
         if record is None or record.pid == os.getpid() or (lock.pid and lock.pid != record.pid):
             raise held_by_other(lock) from None
-        if cannot:
-            raise held_by_server(record, model.root, cannot) from None
         yield Beside(record, model)
         return
     try:
