@@ -21,6 +21,7 @@ from server.runtime import ServerRecord
 
 _LOCK = re.compile(r'Could not set lock on file "(?P<file>[^"]+)": Conflicting lock is held in '
                    r"(?P<program>.*?) \(PID (?P<pid>\d+)\)")
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the server is local: never via a proxy
 STARTING = 30.0  # seconds to wait for a server that wrote its record but is not answering yet (first build)
 
 
@@ -77,11 +78,12 @@ class Beside:
         deadline = time.monotonic() + STARTING
         while True:
             try:
-                return urllib.request.urlopen(req, timeout=None)
+                return _DIRECT.open(req, timeout=None)
             except urllib.error.HTTPError as e:
                 raise self._error(e) from None
             except urllib.error.URLError as e:  # the server wrote its record and is still building: wait for it
-                if time.monotonic() > deadline or ServerRecord.read(self.model.root) is None:
+                refused = isinstance(e.reason, ConnectionRefusedError)
+                if not refused or time.monotonic() > deadline or ServerRecord.read(self.model.root) is None:
                     raise Held(f"PID {self.record.pid} holds this project but does not answer at "
                                f"{self.record.url} ({e.reason}); wait until `phloem serve` prints its URLs, "
                                f"or stop it (kill {self.record.pid})") from None

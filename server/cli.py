@@ -390,18 +390,23 @@ def _open(project: Path | None) -> Iterator[Project | Beside]:
     try:
         p = Project(model)
     except duckdb.Error as e:
-        lock = lock_of(e, model.database_path)
-        if lock is None:
-            raise
-        record = ServerRecord.read(model.root)
-        if record is None or record.pid == os.getpid() or (lock.pid and lock.pid != record.pid):
-            raise held_by_other(lock) from None
-        yield Beside(record, model)
+        yield Beside(_server_holding(model, e), model)
         return
     try:
         yield p
     finally:
         p.close()
+
+
+def _server_holding(model, error: duckdb.Error) -> ServerRecord:
+    """The running server of this project that holds its DuckDB file, when that is why `error` was raised."""
+    lock = lock_of(error, model.database_path)
+    if lock is None:
+        raise error
+    record = ServerRecord.read(model.root)
+    if record is None or record.pid == os.getpid() or (lock.pid and lock.pid != record.pid):
+        raise held_by_other(lock) from None
+    return record
 
 
 def metric_formats(model) -> dict[str, str]:
