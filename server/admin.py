@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from dataclasses import asdict
 from typing import Annotated
 
 import orjson
@@ -17,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from semantic.errors import PhloemError
+from semantic.errors import ModelError, PhloemError
 from server.errors import body, json_response, status_of
 
 NDJSON = "application/x-ndjson"
@@ -98,5 +99,27 @@ def router() -> APIRouter:
             return json_response(_error(e), status)
         return json_response([{"rollup": s.as_yaml(), "queries": s.queries, "rows": s.rows,
                                "source_rows": s.source_rows} for s in found])
+
+    @api.post("/validate", summary="The model files as they are now, compiled against the server's warehouse")
+    async def validate(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+        from semantic.project.load import load_project
+        from semantic.project.verify import warehouse_problems
+
+        if (refused := _refused(request, authorization)) is not None:
+            return refused
+        runtime = request.app.state.runtime
+
+        def check() -> list:
+            try:  # the files, not the served version: validate answers for what a build would read
+                return warehouse_problems(load_project(runtime.root), runtime.project.engine)
+            except ModelError as e:
+                return e.problems
+
+        try:
+            problems = await run_in_threadpool(check)
+        except Exception as e:
+            status, _ = status_of(e)
+            return json_response(_error(e), status)
+        return json_response({"problems": [asdict(p) for p in problems]})
 
     return api

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from semantic.errors import PhloemError, QueryError
+from semantic.errors import ModelError, PhloemError, Problem, QueryError
 from semantic.materialize.build import BuildReport
 from semantic.query.query import Query
 from server.encode import ARROW
@@ -144,6 +144,12 @@ class Beside:
         self.reload()
         return [Suggestion(Rollup.model_validate(s["rollup"]), s["queries"], s["rows"], s["source_rows"])
                 for s in self._json("POST", "/api/v1/admin/rollups/suggest", {"limit": limit})]
+
+    def validate(self) -> None:
+        """The warehouse checks of `phloem validate`, run by the server on its connection; raises ModelError."""
+        problems = self._json("POST", "/api/v1/admin/validate")["problems"]
+        if problems:
+            raise ModelError([Problem(**p) for p in problems])
 
     def build(self, force: bool = False, progress=None) -> BuildReport:
         """The server re-reads the model and builds on its own connection; progress arrives line by line."""

@@ -40,6 +40,21 @@ SAME = [
 ]
 
 
+BROKEN = ("{name: median_order_value, agg: median, expr: gross_revenue}",
+          "{name: median_order_value, agg: median, expr: no_such_fn(gross_revenue)}")  # only the warehouse knows
+
+
+def broken_validate(shop: Path) -> str:
+    """`phloem validate` over a view the warehouse refuses (the file is put back after)."""
+    views = shop / "models" / "views.yml"
+    good = views.read_text()
+    views.write_text(good.replace(*BROKEN))
+    try:
+        return run("validate", cwd=shop, check=1).stderr
+    finally:
+        views.write_text(good)
+
+
 def run(*args: str, cwd: Path, check: int | None = 0, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([*PHLOEM, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env or ENV)
     if check is not None:
@@ -76,6 +91,8 @@ def alone(shop) -> dict:
     outputs["rows"] = dataset_rows(shop)
     outputs["forced"] = built_count(run("build", "--force", cwd=shop).stdout)
     outputs["suggested"] = _suggested(run("rollups", "suggest", cwd=shop).stdout)
+    outputs["refused"] = broken_validate(shop)
+    assert "models/views.yml:24 [orders.measures.median_order_value]" in outputs["refused"]
     return outputs
 
 
@@ -136,6 +153,9 @@ def test_commands_beside_the_server_print_what_they_print_alone(shop, alone, ser
     n = alone["forced"]
     assert f"{n}/{n}" in plain(forced.stderr) and "eta" in plain(forced.stderr)
     assert _suggested(run("rollups", "suggest", cwd=shop).stdout) == alone["suggested"]
+    # validate: the files here, the warehouse checks by the server, the same problem at the same line
+    assert broken_validate(shop) == alone["refused"]
+    assert "note:" not in run("validate", cwd=shop).stderr  # nothing skipped: the server ran the checks
 
 
 def test_what_cannot_run_beside_says_who_holds_it(shop, server):
@@ -187,15 +207,16 @@ def test_a_lock_held_by_another_program_names_the_file_and_pid(shop, server):
 # ------------------------------------------------------------------ papercuts
 
 
-def test_init_names_the_project_after_its_folder(tmp_path):
+def test_init_names_the_project_after_its_folder(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from server.cli import app
 
     for folder, name in (("shop", "shop"), ("My Shop-2", "my_shop_2"), ("2024", "project_2024")):
         assert CliRunner().invoke(app, ["init", str(tmp_path / folder)]).exit_code == 0
-        validated = CliRunner().invoke(app, ["validate", "-p", str(tmp_path / folder)])
-        assert f"ok {name}: 1 streams" in validated.output
+        monkeypatch.chdir(tmp_path / folder)  # as the tutorial says: cd DIR && phloem validate
+        validated = CliRunner().invoke(app, ["validate"])
+        assert f"ok {name}: 1 streams" in validated.output, validated.output
 
 
 def test_metric_formats_in_cli_tables():
