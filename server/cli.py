@@ -42,8 +42,9 @@ from server.beside import Beside, held_by_other, held_by_server, lock_of
 from server.runtime import ServerRecord
 
 HELP = ("Phloem: a semantic layer built on activity streams.\n\n"
-        "While `phloem serve` runs a project, the other commands work beside it: query, dataset, build and "
-        "rollups are answered by that server (found through the project's .phloem/server.json).")
+        "While `phloem serve` runs a project, the other commands work beside it: query, dataset, build, "
+        "rollups and validate's warehouse checks are answered by that server (found through the project's "
+        ".phloem/server.json).")
 app = typer.Typer(help=HELP, no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 out = Console(width=None if sys.stdout.isatty() else 240)  # pipes get whole rows, not folded cells
