@@ -164,6 +164,3 @@ class Beside:
                     r = item["report"]
                     return BuildReport(built=r["built"], fresh=r["fresh"], seconds=r["seconds"])
         raise PhloemError(f"the server at {self.record.url} stopped before the build finished")
-
-    def close(self) -> None:
-        pass
