@@ -320,6 +320,11 @@ MACROS = [
 ]
 
 
+# no files, URLs or extensions, PostgreSQL's NULL order, and no client statement can change any of it
+LOCKED = {"enable_external_access": False, "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+          "default_null_order": "nulls_last_on_asc_first_on_desc", "lock_configuration": True}
+
+
 class Catalog:
     """One model version's catalog: the relations (by schema and name, by OID) and the DuckDB database holding them.
 
@@ -347,10 +352,7 @@ class Catalog:
         for table in self.semantic.values():
             oid = self._add_references(table, rows, oid, indexes)
         self.by_oid = {r.oid: r for r in self.relations.values()}
-        self.db = duckdb.connect(":memory:", config={"enable_external_access": False,
-                                                     "autoinstall_known_extensions": False,
-                                                     "autoload_known_extensions": False})
-        self.db.execute("SET default_null_order = 'nulls_last_on_asc_first_on_desc'")
+        self.db = duckdb.connect(":memory:", config=LOCKED)
         _session_tables(self.db)
         for schema in SCHEMAS.values():
             self.db.execute(f"CREATE SCHEMA {schema}")
@@ -473,7 +475,6 @@ class Catalog:
         with self._lock:
             con = self.db.cursor()
         _session_tables(con)
-        con.execute("SET default_null_order = 'nulls_last_on_asc_first_on_desc'")  # PostgreSQL's NULL order
         return con
 
 

@@ -43,10 +43,11 @@ from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from semantic.errors import PhloemError, QueryError, QueryTimeout
 from semantic.project.project import Answer
 from semantic.query.filters import parse_error_position
+from semantic.query.statements import check_statement, engine_message
 from server.pgwire import commands as C
 from server.pgwire import pgtypes as T
 from server.pgwire.binder import Binder, error
-from server.pgwire.catalog import NAMESPACES, Catalog, semantic_relations
+from server.pgwire.catalog import LOCKED, NAMESPACES, Catalog, semantic_relations
 from server.pgwire.translate import Context, Translator
 from server.pgwire.types import INT_RANGE, WireValueError, int_in_range
 
@@ -141,7 +142,7 @@ class _SchemaOnly:
 
     def __init__(self, project):
         self._project = project
-        self._types = duckdb.connect(":memory:", config={"enable_external_access": False})
+        self._types = duckdb.connect(":memory:", config=LOCKED)
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str):
@@ -342,7 +343,7 @@ class Frontend:
         hit = version.describes.get(key)
         if hit is not None:
             return hit
-        statement = _parse(text)
+        statement = _parse(text, session)
         route, binder = self._route(session, version, statement, declared)
         types = binder.params(count)
         if route == "catalog":
@@ -521,7 +522,7 @@ class Frontend:
                 return result
             if plan.route == "semantic":
                 return self._semantic_query(session, version, plan.rewritten, plan.values(params))
-        statement = _parse(text)
+        statement = _parse(text, session)
         declared = [(param_oids[i] if i < len(param_oids) else 0) for i in range(len(params))]
         route, binder = self._route(session, version, statement, declared)
         count = max(len(params), _max_param_in(statement))
@@ -684,7 +685,7 @@ class Frontend:
                                                                "TEXT", "ON", "OFF", "TRUE", "FALSE", "BUFFERS"):
             at += 1
         inner = text[tokens[at].start - tokens[0].start:]
-        statement = _parse(inner)
+        statement = _parse(inner, session)
         version = self.version()
         route, _ = self._route(session, version, statement, [0] * len(params))
         if route == "catalog":
@@ -723,14 +724,16 @@ def _columns(schema: pa.Schema) -> list[Column]:
     return out
 
 
-def _parse(text: str) -> exp.Expression:
+def _parse(text: str, session: Session) -> exp.Expression:
     try:
         statements = [s for s in sqlglot.parse(text, read="postgres") if s is not None]
     except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
         raise error(f"syntax error{parse_error_position(e)}", "42601") from None
     if len(statements) != 1:
         raise error("one statement expected", "42601")
-    return normalize_identifiers(statements[0], dialect="postgres")
+    statement = normalize_identifiers(statements[0], dialect="postgres")
+    settings = {k.lower() for k in (*C.DEFAULTS, *session.settings)}
+    return check_statement(statement, settings)  # before the catalog's DuckDB or the semantic layer sees it
 
 
 def _cursor_name(tokens: list[C.Token]) -> str:
@@ -929,7 +932,7 @@ def _duckdb_error(e: duckdb.Error) -> QueryError:
     state = next((s for prefix, s in _DUCKDB_STATES if message.startswith(prefix)), "XX000")
     if state == "22P02" and "out of range" in message:  # a cast that overflowed, not text that did not parse
         state = "22003"
-    return error(f"the catalog query failed: {message}", state,
+    return error(f"the catalog query failed: {engine_message(message)}", state,
                  "the door serves PostgreSQL 15's catalog; this part of it is not implemented")
 
 

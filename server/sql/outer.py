@@ -15,6 +15,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from semantic.errors import QueryError, QueryTimeout
+from semantic.query.statements import engine_message
 
 DIALECT = "duckdb"
 _lock = threading.Lock()
@@ -61,7 +62,7 @@ def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float 
     except duckdb.InterruptException:
         raise QueryTimeout(f"the statement ran longer than {timeout:g} s and was cancelled") from None
     except duckdb.Error as e:
-        message = str(e).splitlines()[0]
+        message = engine_message(str(e))  # never DuckDB's class names
         for name in answers:
             message = message.replace(name, "(semantic subquery)")
         raise QueryError(f"the statement around the semantic query failed: {message}",

@@ -14,6 +14,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from semantic.errors import QueryError
 from semantic.query.filters import parse_error_position
+from semantic.query.statements import check_statement
 
 READ = "postgres"
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # "falling back to Command" warnings: we refuse those anyway
@@ -34,6 +35,7 @@ def parse(sql: str, params: Sequence | None = None) -> exp.Query:
     kind = _writes(statement)
     if kind:
         raise QueryError(f"semantic SQL is read-only: {kind} is not accepted", "send a SELECT")
+    check_statement(statement)  # before any of it reaches the outer step's DuckDB
     return bind(statement, list(params or []))
 
 
