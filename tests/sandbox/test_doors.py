@@ -44,14 +44,17 @@ ATTACKS = [
     # read a file: straight, through a subquery, through an error message that would echo it
     Attack("file", "read_csv('/etc/passwd') is not null", ("read_csv",), FILE),
     Attack("file", "read_text('/proc/self/environ') is not null", ("read_text",), FILE),
-    Attack("file", "cast((select content from read_text('/etc/passwd')) as integer) = 1", ("subquery",), SUB),
-    Attack("file", "country = (select content from read_text('/proc/self/environ'))", ("subquery",), SUB),
-    Attack("file", "country in (select * from read_parquet('/etc/passwd'))", ("subquery",), SUB),
+    Attack("file", "cast((select content from read_text('/etc/passwd')) as integer) = 1", ("subquery",), SUB,
+           ("read_text",)),
+    Attack("file", "country = (select content from read_text('/proc/self/environ'))", ("subquery",), SUB,
+           ("read_text",)),
+    Attack("file", "country in (select * from read_parquet('/etc/passwd'))", ("subquery",), SUB, ("read_parquet",)),
     Attack("file", "glob('/etc/*') is not null", ("glob",), ("42501", "42601"), ("does not parse", "syntax error")),
     # the environment and the server's settings
     Attack("environment", f"getenv('{SECRET_NAME}') is not null", ("getenv",), FILE),
     Attack("environment", f"cast(getenv('{SECRET_NAME}') as integer) = 1", ("getenv",), FILE),
-    Attack("environment", "current_setting('allowed_directories') is not null", ("current_setting",), FILE),
+    Attack("environment", "current_setting('allowed_directories') is not null", ("current_setting",),
+           ("42501", "42704"), ("allowed_directories",)),  # the pg door knows PostgreSQL's settings only
     # the catalogs
     Attack("catalog", "country in (select table_name from information_schema.tables)", ("subquery",), SUB,
            ("catalog",)),
@@ -62,12 +65,12 @@ ATTACKS = [
     Attack("catalog", "duckdb_settings() is not null", ("duckdb_settings",), PRIV),
     # internal tables and the raw sources
     Attack("internal", "country in (select name from phloem._phloem_builds)", ("subquery",), SUB,
-           ("schema \"phloem\" does not exist",)),
+           ("schema \"phloem\" does not exist", "_phloem_builds")),
     Attack("internal", "_phloem_builds.name = 'orders'", ("_phloem_builds",), NAME),
     Attack("internal", "raw.orders.total > 0", ("raw",), NAME, ("unknown table",)),
     # URLs that would load an extension
     Attack("extension", "cast((select count(*) from read_parquet('https://example.com/x.parquet')) as integer) = 1",
-           ("subquery",), SUB),
+           ("subquery",), SUB, ("read_parquet",)),
     Attack("extension", "read_csv('s3://bucket/x.csv') is not null", ("read_csv",), FILE),
 ]
 # what only a text filter can hold (the SQL doors parse a whole statement, where `;` and comments are syntax)
