@@ -53,7 +53,7 @@ def check_statement(statement: exp.Expression, settings: Collection[str] = ()) -
     `settings`: the (lower-case) names `current_setting` may read — the pg door's emulated PostgreSQL settings;
     empty (HTTP SQL, whose outer step would answer DuckDB's own settings): current_setting is refused.
     """
-    if not isinstance(statement, exp.Query):
+    if not isinstance(statement, exp.Query | exp.Values):
         raise StatementError(f"{_short(statement.key.upper(), 30)} is not allowed: only queries run", "send a SELECT")
     for node in statement.walk():  # breadth-first, iterative: deep statements do not exhaust the stack
         if isinstance(node, exp.Table):

@@ -125,6 +125,7 @@ def test_what_clients_send_still_answers(http, wire_dsn):
         tables = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         assert "orders" in {r[0] for r in tables.fetchall()}
         assert conn.execute("SELECT MEASURE(orders) FROM metrics").fetchone()[0] > 0
+        assert conn.execute("VALUES (1), (2)").fetchall() == [(1,), (2,)]
     response = http.post("/api/v1/sql", json={"sql": "SELECT * FROM generate_series(1, 3) AS t(g)"})
     assert response.status_code == 200, response.text
     assert [r[0] for r in response.json()["rows"]] == [1, 2, 3]
