@@ -33,7 +33,7 @@ REACHING = re.compile(
     r"enable_|disable_|set_config$|pg_read_|pg_ls_|pg_stat_file$|pg_file|lo_import$|lo_export$|dblink|"
     r"json_execute_serialized_sql$|sql_auto_complete$|dbgen$|dsdgen$|tpch|tpcds|test_all_types$|"
     r"test_vector_types$|summary$|repeat_row$|getvariable$|current_setting$)", re.IGNORECASE)
-READING = tuple(c for c in (getattr(exp, n, None) for n in ("ReadCSV", "ReadParquet")) if isinstance(c, type))
+READING = tuple(c for c in (getattr(exp, n, None) for n in ("ReadCSV", "ReadParquet", "ToFile", "Secret")) if isinstance(c, type))
 
 # schemas and table-name prefixes a client never reaches (DuckDB's own, the sources', Phloem's internals)
 SCHEMAS = frozenset({"raw", "system", "temp", "main", "pgcat", "infoschema", "memory"})

@@ -54,6 +54,12 @@ HOSTILE = [
      "read_text", DENIED),
     ("SELECT (SELECT count(*) FROM duckdb_settings()) AS n", "duckdb_settings", DENIED),
     ("SELECT g FROM generate_series(1, 2) AS t(g) UNION ALL SELECT length(getenv('HOME'))", "getenv", DENIED),
+    # comment tricks and spellings DuckDB would still resolve
+    ("SELECT * FROM read_csv/**/('/etc/passwd')", "read_csv", DENIED),
+    ("SELECT * FROM \"read_csv\"('/etc/passwd') -- the rest is a comment", "read_csv", DENIED),
+    ("SELECT * FROM system.main.duckdb_settings()", "duckdb_settings", DENIED),
+    ("SELECT main.getenv('HOME')", "getenv", DENIED),
+    ("SELECT * FROM read_json_auto('/etc/passwd')", "read_json_auto", DENIED),
     # semantic SELECTs with a hostile outer step
     ("SELECT MEASURE(orders) AS n, getenv('HOME') AS h FROM metrics", "getenv", DENIED),
     ("SELECT q.n FROM (SELECT MEASURE(orders) AS n FROM metrics) AS q CROSS JOIN read_csv('/etc/passwd') AS f",
@@ -143,6 +149,19 @@ def test_psql_describes_tables(wire_dsn):
                                timeout=60)
     assert described.returncode == 0, described.stderr
     assert 'Table "public.orders"' in described.stdout and "channel" in described.stdout
+
+
+def test_psql_stacked_statements_stop_at_the_refused_one(wire_dsn, shop):
+    """psql's simple protocol sends both statements at once: the first answers, the second is refused."""
+    info = conninfo_to_dict(wire_dsn)
+    env = {**os.environ, "PGHOST": info["host"], "PGPORT": str(info["port"]), "PGUSER": info["user"],
+           "PGDATABASE": info["dbname"], "PGCONNECT_TIMEOUT": "10"}
+    sql = f"SELECT 41 + 1 AS answer; SELECT * FROM read_text('/proc/self/environ'); SELECT getenv('{SECRET_NAME}')"
+    run = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", sql], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode != 0 and "42" in run.stdout
+    assert "read_text" in run.stderr and "not allowed" in run.stderr
+    clean(run.stdout + run.stderr, shop)
 
 
 def test_the_catalog_databases_are_locked(runtime):
