@@ -106,7 +106,7 @@ def _check_function(node: exp.Func, settings: Collection[str]) -> None:
 def engine_message(text: str) -> str:
     """A DuckDB error's first line without its class (`Catalog Error: `): what went wrong, in DuckDB's words."""
     first = (text.splitlines() or [""])[0]
-    return re.sub(r"^(?:[A-Z][a-z]+ )+Error: ", "", first)
+    return re.sub(r"^[A-Z][A-Za-z ]{0,40}? Error: ", "", first)
 
 
 def _name(node: exp.Func) -> str:

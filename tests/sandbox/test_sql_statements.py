@@ -7,6 +7,7 @@ contents, environment values, DuckDB error classes or server paths. What BI clie
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -180,3 +181,19 @@ def test_the_catalog_databases_are_locked(runtime):
         con.execute("SELECT * FROM read_text('/etc/passwd')")
     # PostgreSQL's NULL order holds on every session's connection
     assert con.sql("SELECT x FROM (VALUES (1), (NULL)) t(x) ORDER BY x DESC").fetchall()[0] == (None,)
+
+
+def test_engine_errors_reach_a_client_without_duckdb_class_names(http, wire_dsn, shop):
+    """A statement the check lets through but DuckDB cannot run (an unknown function, a bad cast) says what went
+    wrong without DuckDB's `Catalog Error:` / `Conversion Error:` labels."""
+    for sql in ("SELECT no_such_function(1) AS x", "SELECT CAST('x' AS INTEGER) + g FROM generate_series(1, 2) t(g)"):
+        response = http.post("/api/v1/sql", json={"sql": sql})
+        assert response.status_code == 400, response.text
+        clean(response.text, shop)
+        with psycopg.connect(wire_dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as caught:
+                conn.execute(sql).fetchall()
+            assert caught.value.sqlstate in ("42883", "22P02"), caught.value
+            text = f"{caught.value.diag.message_primary} {caught.value.diag.message_hint or ''}"
+            assert not re.search(r"\b[A-Z][A-Za-z ]* Error:", text), text
+            clean(text.replace("not implemented", ""), shop)  # for what the door lacks, that hint is true
