@@ -9,13 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from semantic.limits import Limits
 from server import admin, errors, explore, explorer, rest
 from server.errors import json_response
 from server.runtime import Runtime
 
 
-def create_app(project: Path | str | Runtime, timeout: float | None = 30.0) -> FastAPI:
-    runtime = project if isinstance(project, Runtime) else Runtime(project, timeout=timeout)
+def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limits: Limits | None = None) -> FastAPI:
+    runtime = project if isinstance(project, Runtime) else Runtime(project, timeout=timeout, limits=limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

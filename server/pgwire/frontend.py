@@ -41,6 +41,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.errors import PhloemError, QueryError, QueryTimeout
+from semantic.limits import BATCH_ROWS, Cancel, Limits, collect
 from semantic.project.project import Answer
 from semantic.query.filters import parse_error_position
 from server.pgwire import commands as C
@@ -179,26 +180,26 @@ _RUNNING: contextvars.ContextVar[Session | None] = contextvars.ContextVar("pgwir
 def _interruptible_engine(engine) -> None:
     """Let a session interrupt the DuckDB queries its statements start (CancelRequest).
 
-    Project.run keeps its own ways (cache, rollups, query log); only the engine's `arrow` learns, while a pg
-    session runs a statement (a context variable says which), to run on a cursor the session holds. Other
-    doors and warehouses are untouched. The library offering a cancel hook would make this go.
+    Project.run keeps its own ways (cache, rollups, query log); only the engine's `open` learns, while a pg
+    session runs a statement (a context variable says which), to take the session's cancel as its own. Other
+    doors and warehouses are untouched.
     """
-    if getattr(engine, "dialect", None) != "duckdb" or not hasattr(engine, "con") or \
+    if getattr(engine, "dialect", None) != "duckdb" or not hasattr(engine, "open") or \
             getattr(engine, "_pgwire_interruptible", False):
         return
-    original = engine.arrow
+    original = engine.open
 
-    def arrow(query, params=None, timeout=None):
+    def open_(query, params=None, timeout=None, limits=None, cancel=None):
         session = _RUNNING.get()
-        if session is None or params:
-            return original(query, params, timeout) if timeout else original(query, params)
-        cursor = engine.con.cursor()
-        try:
-            return _interruptible(session, cursor, engine.sql(query), timeout)
-        finally:
-            cursor.close()
+        if session is None or cancel is not None:
+            return original(query, params, timeout, limits, cancel)
+        if session._cancelled.is_set():
+            raise QueryCanceled("canceling statement due to user request")
+        stop = Cancel()
+        session._interrupt = stop
+        return original(query, params, timeout, limits, stop)
 
-    engine.arrow = arrow
+    engine.open = open_
     engine._pgwire_interruptible = True
 
 
@@ -259,8 +260,10 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None) -> pa.Table:
-    """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds."""
+def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None,
+                   limits: Limits | None = None) -> pa.Table:
+    """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds, refused past
+    `limits`."""
     session._interrupt = cursor.interrupt
     watch = None
     try:
@@ -268,7 +271,7 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
             raise QueryCanceled("canceling statement due to user request")
         if timeout:
             watch = _WATCHDOG.schedule(timeout, cursor.interrupt)
-        return cursor.sql(sql).to_arrow_table()
+        return collect(cursor.sql(sql).to_arrow_reader(BATCH_ROWS), limits)
     except duckdb.InterruptException:
         if session._cancelled.is_set():
             raise QueryCanceled("canceling statement due to user request") from None
@@ -609,7 +612,8 @@ class Frontend:
 
     def _run_catalog(self, session: Session, catalog: Catalog, sql: str) -> pa.Table:
         try:
-            return _interruptible(session, self._connection(session, catalog), sql, self.runtime.timeout)
+            return _interruptible(session, self._connection(session, catalog), sql, self.runtime.timeout,
+                                  self.runtime.project.limits)
         except duckdb.Error as e:
             raise _duckdb_error(e) from None
 

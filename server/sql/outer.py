@@ -14,7 +14,8 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from semantic.errors import QueryError, QueryTimeout
+from semantic.errors import QueryError
+from semantic.limits import BATCH_ROWS, Cancel, Limits, Reading
 
 DIALECT = "duckdb"
 _lock = threading.Lock()
@@ -48,25 +49,48 @@ def _bounded_strings(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None) -> pa.Table:
+def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None,
+        limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table:
     """Run the outer statement with each answer registered under its name, on a private connection."""
+    return open_(statement, answers, timeout, limits, cancel).table()
+
+
+def open_(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None,
+          limits: Limits | None = None, cancel: Cancel | None = None) -> Reading:
+    """The outer statement's answer as it is read, batch by batch, within `limits` (see semantic/limits.py)."""
     con = _sandbox().cursor()
-    timer = threading.Timer(timeout, con.interrupt) if timeout else None
     try:
         for name, table in answers.items():
             con.register(name, table)
-        if timer:
-            timer.start()
-        return con.sql(to_sql(statement)).to_arrow_table()
+    except BaseException:
+        con.close()
+        raise
+    text = to_sql(statement)
+
+    def start():
+        return _Explained(_explained(lambda: con.sql(text).to_arrow_reader(BATCH_ROWS), answers), answers)
+
+    return Reading(start, con.interrupt, con.close, limits, timeout, cancel, (duckdb.InterruptException,))
+
+
+class _Explained:
+    """A reader whose warehouse errors are QueryErrors about the client's SQL (the answers' names hidden)."""
+
+    def __init__(self, reader: pa.RecordBatchReader, answers: dict):
+        self.reader, self.schema, self.answers = reader, reader.schema, answers
+
+    def read_next_batch(self) -> pa.RecordBatch:
+        return _explained(self.reader.read_next_batch, self.answers)
+
+
+def _explained(step, answers: dict):
+    try:
+        return step()
     except duckdb.InterruptException:
-        raise QueryTimeout(f"the statement ran longer than {timeout:g} s and was cancelled") from None
+        raise
     except duckdb.Error as e:
         message = str(e).splitlines()[0]
         for name in answers:
             message = message.replace(name, "(semantic subquery)")
         raise QueryError(f"the statement around the semantic query failed: {message}",
                          "check the SQL around the semantic SELECTs (functions, types, column names)") from None
-    finally:
-        if timer:
-            timer.cancel()
-        con.close()
