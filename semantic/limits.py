@@ -57,7 +57,10 @@ class Limits:
     def from_env(cls, environ=os.environ, rows: int | None = None, bytes: int | str | None = None) -> Limits:
         """PHLOEM_MAX_ROWS / PHLOEM_MAX_BYTES (0: no bound), unless given; else the defaults."""
         if rows is None:
-            rows = int(environ["PHLOEM_MAX_ROWS"]) if environ.get("PHLOEM_MAX_ROWS") else DEFAULT_ROWS
+            text = environ.get("PHLOEM_MAX_ROWS") or str(DEFAULT_ROWS)
+            if not text.strip().isdigit():
+                raise ValueError(f"PHLOEM_MAX_ROWS must be a whole number of rows (0: no limit), not {text!r}")
+            rows = int(text)
         if bytes is None:
             bytes = environ.get("PHLOEM_MAX_BYTES") or DEFAULT_BYTES
         nbytes = size(bytes)

@@ -35,8 +35,8 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
     app.include_router(explorer.router())
 
     @app.get("/healthz", summary="The process is up")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    async def healthz() -> Response:  # on the event loop: no worker thread, so busy workers cannot delay it
+        return json_response({"status": "ok"})
 
     @app.get("/readyz", summary="The warehouse answers and the project is built")
     async def readyz(request: Request) -> Response:

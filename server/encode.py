@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 ARROW = "application/vnd.apache.arrow.stream"
 CSV = "text/csv"
 JSON = "application/json"
+PIECE_ROWS = 8192  # rows per piece of a streamed body: each is made in a few ms, so the GIL is never held long
 
 
 def negotiate(accept: str | None) -> str:
@@ -78,8 +79,9 @@ def json_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], failed: Ca
     sep = b""
     try:
         for batch in batches:
-            if batch.num_rows:
-                yield sep + _dumps(list(zip(*(c.to_pylist() for c in batch.columns), strict=True)))[1:-1]
+            for start in range(0, batch.num_rows, PIECE_ROWS):
+                piece = batch.slice(start, PIECE_ROWS)
+                yield sep + _dumps(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))[1:-1]
                 sep = b","
     except Exception as e:
         if failed is None:
@@ -111,8 +113,9 @@ def _written(schema: pa.Schema, batches: Iterable[pa.RecordBatch], writer) -> It
     sink = _Sink()
     with writer(sink, schema) as w:
         for batch in batches:
-            w.write_batch(batch)
-            yield sink.take()
+            for start in range(0, batch.num_rows, PIECE_ROWS):
+                w.write_batch(batch.slice(start, PIECE_ROWS))
+                yield sink.take()
     yield sink.take()
 
 

@@ -130,7 +130,7 @@ def answered(table, cached: bool, accept: str | None, reading: Reading | None = 
     else:
         schema, batches = table.schema, iter(table.to_batches(max_chunksize=STREAM_ROWS))
     body = chunks(schema, batches, kind, failed=lambda e: errors.status_of(e)[1], cached=cached)
-    return StreamingResponse(_off_loop(body, reading), media_type=kind, headers=headers)
+    return _Streamed(_off_loop(body, reading), media_type=kind, headers=headers)
 
 
 async def _off_loop(body, reading: Reading | None):
@@ -139,10 +139,20 @@ async def _off_loop(body, reading: Reading | None):
     try:
         while (chunk := await run_in_threadpool(next, body, None)) is not None:
             yield chunk
-    finally:
+    finally:  # no thread is inside `body` now (a worker's batch is awaited even when cancelled)
         if reading is not None:
             reading.interrupt()
-        await run_in_threadpool(body.close)  # closes the warehouse cursor (the thread is done: nothing runs it)
+        body.close()  # closes the warehouse cursor
+
+
+class _Streamed(StreamingResponse):
+    """A StreamingResponse that closes its body when the client leaves (Starlette only stops iterating it)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 _ENCODED = ByIdentity()  # bodies of the answers being repeated (a cache hit is the same table again)

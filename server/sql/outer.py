@@ -20,6 +20,12 @@ from semantic.limits import BATCH_ROWS, Cancel, Limits, Reading
 DIALECT = "duckdb"
 _lock = threading.Lock()
 _database: duckdb.DuckDBPyConnection | None = None
+cancelled = 0  # outer statements interrupted because their client went away
+
+
+def _cancelled() -> None:
+    global cancelled
+    cancelled += 1
 
 
 def _sandbox() -> duckdb.DuckDBPyConnection:
@@ -70,7 +76,7 @@ def open_(statement: exp.Expression, answers: dict[str, pa.Table], timeout: floa
     def start():
         return _Explained(_explained(lambda: con.sql(text).to_arrow_reader(BATCH_ROWS), answers), answers)
 
-    return Reading(start, con.interrupt, con.close, limits, timeout, cancel, (duckdb.InterruptException,))
+    return Reading(start, con.interrupt, con.close, limits, timeout, cancel, (duckdb.InterruptException,), _cancelled)
 
 
 class _Explained:
