@@ -6,7 +6,7 @@
    are `generate_series` in the SQL door's outer step);
 2. starts the real server as a subprocess (`python -m server.cli serve <dir> --port <free> --pg-port 0`), once
    with the default limits and once with `--max-rows 0 --max-bytes 0` (no limits);
-3. for each case sends one `POST /api/v1/sql` and reads the answer as it comes (counting bytes, keeping none),
+3. for each case sends one `POST /api/v1/sql` with curl (its own process) reading the answer to /dev/null,
    while one thread samples the server's VmRSS (/proc/PID/status) every 10 ms and another polls GET /healthz
    every 20 ms on its own connection;
 4. prints a table and writes bench/results/memory.json: RSS before the request, the peak during it, the growth,
@@ -118,19 +118,18 @@ def measure(server: Server, sql: str, accept: str) -> dict:
         t.start()
     time.sleep(0.1)
     started = time.perf_counter()
-    size, body = 0, b""
-    with httpx.Client(base_url=server.url, timeout=600) as client, \
-            client.stream("POST", "/api/v1/sql", json={"sql": sql}, headers={"accept": accept}) as response:
-        status = response.status_code
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if len(body) < 4096:
-                body += chunk[:4096]
+    # curl in its own process reads the answer: a client in this process would take the GIL from the poller
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "-H",
+                          "content-type: application/json", "-H", f"accept: {accept}", "--data-binary",
+                          json.dumps({"sql": sql}), server.url + "/api/v1/sql"],
+                         capture_output=True, text=True, timeout=600).stdout.split()
+    status, size = int(out[0]), int(out[1])
     seconds = time.perf_counter() - started
     time.sleep(0.2)
     done.set()
     for t in threads:
         t.join()
+    body = httpx.post(server.url + "/api/v1/sql", json={"sql": sql}).content if status != 200 else b""
     return {
         "status": status, "bytes": size, "seconds": round(seconds, 2),
         "rss_before_mb": round(before, 1), "rss_peak_mb": round(peak[0], 1),
