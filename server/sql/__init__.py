@@ -158,12 +158,19 @@ class SemanticSQL:
         options = {"timeout": self.timeout} if self.timeout else {}
         if cancel is not None:
             options["cancel"] = cancel
+        direct = plan.direct
+        queries = [s.query for s in plan.selects]
+        if direct is not None and hold is not None and hasattr(self.project, "open"):
+            # only columns picked from one metric query: its answer streams as it is read, when it is large
+            answer = self.project.open(direct.query, hold=hold, **options)
+            if answer.reading is not None:
+                return SqlAnswer(None, False, queries, _PickedReading(answer.reading, direct))
+            return SqlAnswer(_picked(direct, answer.table.rename_columns(direct.columns)), answer.cached,
+                             queries)
         for s in plan.selects:
             answer = self.project.run(s.query, **options)
             answers[s.name] = answer.table.rename_columns(s.columns)
             cached.append(answer.cached)
-        direct = plan.direct
-        queries = [s.query for s in plan.selects]
         if direct is not None:
             table = _picked(direct, answers[direct.name])
         else:
@@ -190,6 +197,21 @@ class SemanticSQL:
         else:
             parts.append("outer step (DuckDB, over the answers):\n" + _indent(outer.to_sql(plan.statement)))
         return "\n\n".join(parts)
+
+
+class _PickedReading:
+    """A metric query's answer being read, its columns picked and renamed batch by batch (see `_picked`)."""
+
+    def __init__(self, reading: Reading, direct):
+        self.reading, self.columns = reading, [i for i, _ in direct.direct]
+        self.schema = pa.schema([reading.schema.field(i).with_name(name) for i, name in direct.direct])
+
+    def batches(self):
+        for batch in self.reading.batches():
+            yield pa.RecordBatch.from_arrays([batch.column(i) for i in self.columns], schema=self.schema)
+
+    def interrupt(self) -> None:
+        self.reading.interrupt()
 
 
 def _picked(direct, table: pa.Table) -> pa.Table:

@@ -241,3 +241,15 @@ def test_a_client_that_disconnects_mid_stream_stops_its_query(live, monkeypatch)
     time.sleep(0.3)
     sock.close()
     assert _wait_for(lambda: outer.cancelled > before, 2.0), "the streaming query was not stopped"
+
+
+def test_a_metric_answer_streams_as_it_is_read_with_the_same_rows(live, monkeypatch):
+    sql = {"sql": "SELECT metric_time AS day, revenue FROM metrics WHERE channel <> 'none' GROUP BY 1"}
+    monkeypatch.setattr(rest, "HOLD", 1)  # anything past the first batch streams
+    streamed = httpx.post(live.url + "/api/v1/sql", json=sql, timeout=30)
+    assert streamed.status_code == 200 and "content-length" not in streamed.headers
+    monkeypatch.setattr(rest, "HOLD", 32 * 2**20)
+    whole = httpx.post(live.url + "/api/v1/sql", json=sql, timeout=30)
+    assert "content-length" in whole.headers
+    assert orjson.loads(streamed.content) == orjson.loads(whole.content)
+    assert orjson.loads(whole.content)["columns"][0]["name"] == "day" and len(orjson.loads(whole.content)["rows"]) > 50
