@@ -160,7 +160,7 @@ class SemanticSQL:
             options["cancel"] = cancel
         direct = plan.direct
         queries = [s.query for s in plan.selects]
-        if direct is not None and hold is not None and hasattr(self.project, "open"):
+        if direct is not None and hold is not None:
             # only columns picked from one metric query: its answer streams as it is read, when it is large
             answer = self.project.open(direct.query, hold=hold, **options)
             if answer.reading is not None:

@@ -253,3 +253,14 @@ def test_a_metric_answer_streams_as_it_is_read_with_the_same_rows(live, monkeypa
     assert "content-length" in whole.headers
     assert orjson.loads(streamed.content) == orjson.loads(whole.content)
     assert orjson.loads(whole.content)["columns"][0]["name"] == "day" and len(orjson.loads(whole.content)["rows"]) > 50
+
+
+def test_the_byte_limit_stops_reading_at_the_limit():
+    from semantic.engines.duckdb import DuckDBEngine
+    from semantic.limits import ResultTooLarge
+
+    engine = DuckDBEngine()
+    with pytest.raises(ResultTooLarge) as refused:
+        engine.arrow("SELECT * FROM range(100000000)", limits=Limits(rows=None, bytes=2**20))
+    assert refused.value.limit == "PHLOEM_MAX_BYTES" and "1 MB" in refused.value.message
+    assert engine.arrow("SELECT * FROM range(1000)", limits=Limits(rows=None, bytes=2**20)).num_rows == 1000
