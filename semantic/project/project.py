@@ -159,10 +159,9 @@ class Project:
 
     def _read(self, sql: str, timeout: float | None, cancel: Cancel | None, hold: int | None):
         engine, limits = self.engine, self.limits
-        if hasattr(engine, "open"):  # reads batch by batch: never more than the limits in memory
+        if hasattr(engine, "open"):  # DuckDB reads batch by batch: never more than the limits in memory
             return engine.open(sql, timeout=timeout, limits=limits, cancel=cancel).head(hold)
-        table = engine.arrow(sql, timeout=timeout) if timeout else engine.arrow(sql)
-        return limits.check_table(table) if limits is not None else table
+        return engine.arrow(sql, timeout=timeout, limits=limits, cancel=cancel)
 
     def cached_answer(self, query: Query) -> Answer | None:
         """The answer if planning and running it would both be cache hits, else None: it never plans, builds or

@@ -264,3 +264,24 @@ def test_the_byte_limit_stops_reading_at_the_limit():
         engine.arrow("SELECT * FROM range(100000000)", limits=Limits(rows=None, bytes=2**20))
     assert refused.value.limit == "PHLOEM_MAX_BYTES" and "1 MB" in refused.value.message
     assert engine.arrow("SELECT * FROM range(1000)", limits=Limits(rows=None, bytes=2**20)).num_rows == 1000
+
+
+@pytest.mark.skipif(not os.environ.get("PHLOEM_PG_DSN"), reason="needs PostgreSQL at PHLOEM_PG_DSN")
+def test_the_postgresql_warehouse_counts_rows_and_cancels_too():
+    from semantic.engines.postgres import PostgresEngine
+    from semantic.limits import Cancel, QueryCancelled, ResultTooLarge
+
+    engine = PostgresEngine(os.environ["PHLOEM_PG_DSN"])
+    try:
+        with pytest.raises(ResultTooLarge, match="more than 10 rows"):
+            engine.arrow("select * from generate_series(1, 1000)", limits=Limits(rows=10, bytes=None))
+        assert engine.arrow("select * from generate_series(1, 10)", limits=Limits(rows=10, bytes=None)).num_rows == 10
+        cancel = Cancel()
+        threading.Timer(0.3, cancel).start()
+        started = time.monotonic()
+        with pytest.raises(QueryCancelled):
+            engine.arrow("select pg_sleep(10)", cancel=cancel)
+        assert time.monotonic() - started < 3
+        assert engine.arrow("select 1 as one").num_rows == 1  # the pooled connection is still good
+    finally:
+        engine.close()
