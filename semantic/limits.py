@@ -20,7 +20,7 @@ from semantic.errors import QueryError, QueryTimeout
 
 DEFAULT_ROWS = 1_000_000
 DEFAULT_BYTES = 256 * 2**20
-BATCH_ROWS = 65_536  # rows per record batch read from the warehouse
+BATCH_ROWS = 8192  # rows per record batch read from the warehouse: DuckDB holds the GIL while it makes one
 _UNITS = {"": 1, "b": 1, "kb": 2**10, "k": 2**10, "mb": 2**20, "m": 2**20, "gb": 2**30, "g": 2**30}
 
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from semantic.demo import create
-from semantic.limits import Limits
+from semantic.limits import BATCH_ROWS, Limits
 from server import rest
 from server.app import create_app
 from server.pgwire import PgConfig, PgServer, ServerThread
@@ -199,7 +199,7 @@ def test_past_the_limit_after_streaming_began_json_ends_with_the_error(live, mon
     assert response.status_code == 200
     body = orjson.loads(response.content)
     assert body["truncated"] is True and body["error"]["type"] == "limit"
-    assert 65_536 <= len(body["rows"]) <= 1_000_000
+    assert BATCH_ROWS <= len(body["rows"]) <= 1_000_000
 
 
 def _send(port: int, path: str, body: dict) -> socket.socket:
