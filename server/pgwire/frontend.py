@@ -23,12 +23,9 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import decimal
-import heapq
 import itertools
-import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +38,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.errors import PhloemError, QueryError, QueryTimeout
-from semantic.limits import BATCH_ROWS, Cancel, Limits, collect
+from semantic.limits import BATCH_ROWS, WATCHDOG, Cancel, Limits, collect
 from semantic.project.project import Answer
 from semantic.query.filters import parse_error_position
 from server.pgwire import commands as C
@@ -203,61 +200,6 @@ def _interruptible_engine(engine) -> None:
     engine._pgwire_interruptible = True
 
 
-class _Watchdog:
-    """One thread for every statement's time limit: `schedule(seconds, callback)` calls `callback` then unless
-    `cancel`led first. (A threading.Timer per statement started a thread per query, ~15% of a `SELECT 1`.)"""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []  # (deadline, key); cancelled keys are dropped lazily
-        self._live: dict[int, Callable[[], None]] = {}
-        self._keys = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, seconds: float, callback: Callable[[], None]) -> int:
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="pgwire-watchdog", daemon=True)
-                self._thread.start()
-            key = next(self._keys)
-            self._live[key] = callback
-            heapq.heappush(self._heap, (time.monotonic() + seconds, key))
-            if len(self._heap) > 2 * len(self._live) + 64:  # mostly cancelled entries: compact
-                self._heap = [entry for entry in self._heap if entry[1] in self._live]
-                heapq.heapify(self._heap)
-            if self._heap[0][1] == key:  # the earliest deadline now: wake the thread to wait less
-                self._cond.notify()
-            return key
-
-    def cancel(self, key: int) -> None:
-        with self._cond:
-            self._live.pop(key, None)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, key = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                callback = self._live.pop(key)
-                self._cond.release()
-                try:
-                    callback()
-                except Exception:  # an interrupt of a connection that just closed
-                    logging.getLogger("phloem.pgwire").debug("statement timeout callback failed", exc_info=True)
-                finally:
-                    self._cond.acquire()
-
-
-_WATCHDOG = _Watchdog()
 
 
 def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None,
@@ -270,7 +212,7 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
         if session._cancelled.is_set():
             raise QueryCanceled("canceling statement due to user request")
         if timeout:
-            watch = _WATCHDOG.schedule(timeout, cursor.interrupt)
+            watch = WATCHDOG.schedule(timeout, cursor.interrupt)
         return collect(cursor.sql(sql).to_arrow_reader(BATCH_ROWS), limits)
     except duckdb.InterruptException:
         if session._cancelled.is_set():
@@ -279,7 +221,7 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
     finally:
         session._interrupt = None
         if watch is not None:
-            _WATCHDOG.cancel(watch)
+            WATCHDOG.cancel(watch)
 
 
 class _Version:
