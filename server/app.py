@@ -9,13 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from semantic.limits import Limits
 from server import admin, errors, explore, explorer, rest
 from server.errors import json_response
 from server.runtime import Runtime
 
 
-def create_app(project: Path | str | Runtime, timeout: float | None = 30.0) -> FastAPI:
-    runtime = project if isinstance(project, Runtime) else Runtime(project, timeout=timeout)
+def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limits: Limits | None = None) -> FastAPI:
+    runtime = project if isinstance(project, Runtime) else Runtime(project, timeout=timeout, limits=limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -34,8 +35,8 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0) -> F
     app.include_router(explorer.router())
 
     @app.get("/healthz", summary="The process is up")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    async def healthz() -> Response:  # on the event loop: no worker thread, so busy workers cannot delay it
+        return json_response({"status": "ok"})
 
     @app.get("/readyz", summary="The warehouse answers and the project is built")
     async def readyz(request: Request) -> Response:

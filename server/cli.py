@@ -35,6 +35,7 @@ from rich.table import Table
 from semantic import PhloemError, Project
 from semantic.engines import connect
 from semantic.engines.copy import copy_tables
+from semantic.limits import Limits
 from semantic.project.load import find_project, load_project
 from semantic.project.verify import validate_project
 from semantic.query.query import make_query
@@ -210,6 +211,12 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port")] = 8000,
           timeout: Annotated[float, typer.Option("--timeout", help="Seconds a query may run (then 504).")] = 30.0,
+          max_rows: Annotated[int | None, typer.Option(
+              "--max-rows", min=0, help="Most rows one answer may have (0: no limit; default PHLOEM_MAX_ROWS or "
+                                        "1,000,000).")] = None,
+          max_bytes: Annotated[str | None, typer.Option(
+              "--max-bytes", help="Largest answer in memory, e.g. 256MB (0: no limit; default PHLOEM_MAX_BYTES or "
+                                  "256MB).")] = None,
           scale: Annotated[int, typer.Option("--scale", min=10, help="Demo orders, when serving the demo.")] = 100_000,
           pg_port: Annotated[int, typer.Option("--pg-port", min=0, max=65535,
                                                help="PostgreSQL wire protocol port (0: off).")] = 15432) -> None:
@@ -223,6 +230,10 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
     `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """
+    try:
+        limits = Limits.from_env(rows=max_rows, bytes=max_bytes)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     demo = project is None
     project = DEMO_DIR if demo else project
     with user_errors():
@@ -238,13 +249,13 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     # uvicorn stops gracefully on SIGTERM, then re-raises it: exit through `finally`, so the record goes too
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
-        _serve(root, demo, host, port, timeout, scale, pg_port, record)
+        _serve(root, demo, host, port, timeout, scale, pg_port, record, limits)
     finally:
         record.remove(root)
 
 
 def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scale: int, pg_port: int,
-           record: ServerRecord) -> None:
+           record: ServerRecord, limits: Limits) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -255,7 +266,7 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
             prepare_demo(project, scale, 7)
         with _open(project) as p, progress_bar("building") as update:
             p.ensure_built(update)
-        app_ = create_app(project, timeout=timeout)
+        app_ = create_app(project, timeout=timeout, limits=limits)
         app_.state.runtime.token = record.token
     base = f"http://{host}:{port}"
     name = app_.state.runtime.project.model.settings.name

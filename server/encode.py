@@ -1,9 +1,15 @@
-"""Arrow answers to HTTP bodies: JSON (typed columns + rows), CSV or Arrow IPC, by the Accept header."""
+"""Arrow answers to HTTP bodies: JSON (typed columns + rows), CSV or Arrow IPC, by the Accept header.
+
+`encode` makes a whole body at once (small answers); `chunks` makes the same bytes batch by batch, for a
+StreamingResponse, so a large answer is never encoded (nor, read from the warehouse, held) whole.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import io
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -12,6 +18,7 @@ import pyarrow.csv as pacsv
 ARROW = "application/vnd.apache.arrow.stream"
 CSV = "text/csv"
 JSON = "application/json"
+PIECE_ROWS = 8192  # rows per piece of a streamed body: each is made in a few ms, so the GIL is never held long
 
 
 def negotiate(accept: str | None) -> str:
@@ -49,11 +56,77 @@ def _default(value):
 
 def json_body(table: pa.Table, **extra) -> bytes:
     payload = {
-        "columns": [{"name": f.name, "type": column_type(f.type)} for f in table.schema],
+        "columns": _columns(table.schema),
         "rows": [list(r.values()) for r in table.to_pylist()],
         **extra,
     }
     return orjson.dumps(payload, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _columns(schema: pa.Schema) -> list[dict]:
+    return [{"name": f.name, "type": column_type(f.type)} for f in schema]
+
+
+def _dumps(value) -> bytes:
+    return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def json_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], failed: Callable[[Exception], dict] | None = None,
+                **extra) -> Iterator[bytes]:
+    """The JSON body of `json_body`, a batch of rows at a time. An error raised by `batches` once rows were sent
+    (`failed` makes it a dict) ends the body with `"truncated": true` and that error, so it stays valid JSON."""
+    yield _dumps({"columns": _columns(schema)})[:-1] + b',"rows":['
+    sep = b""
+    try:
+        for batch in batches:
+            for start in range(0, batch.num_rows, PIECE_ROWS):
+                piece = batch.slice(start, PIECE_ROWS)
+                yield sep + _dumps(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))[1:-1]
+                sep = b","
+    except Exception as e:
+        if failed is None:
+            raise
+        yield b'],"truncated":true,' + _dumps({**extra, **failed(e)})[1:]
+        return
+    yield b"]" + (b"," + _dumps(extra)[1:] if extra else b"}")
+
+
+class _Sink(io.RawIOBase):
+    """What a pyarrow writer wrote since the last `take()`."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def _written(schema: pa.Schema, batches: Iterable[pa.RecordBatch], writer) -> Iterator[bytes]:
+    sink = _Sink()
+    with writer(sink, schema) as w:
+        for batch in batches:
+            for start in range(0, batch.num_rows, PIECE_ROWS):
+                w.write_batch(batch.slice(start, PIECE_ROWS))
+                yield sink.take()
+    yield sink.take()
+
+
+def chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], kind: str,
+           failed: Callable[[Exception], dict] | None = None, **extra) -> Iterator[bytes]:
+    """The body of `encode` for answers arriving as record batches, one piece per batch."""
+    if kind == ARROW:
+        return _written(schema, batches, pa.ipc.new_stream)
+    if kind == CSV:
+        return _written(schema, batches, pacsv.CSVWriter)
+    return json_chunks(schema, batches, failed, **extra)
 
 
 def csv_body(table: pa.Table) -> bytes:

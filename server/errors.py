@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from semantic.errors import BuildError, ModelError, PhloemError, QueryError, QueryTimeout, WarehouseError
+from semantic.limits import ResultTooLarge
 
 log = logging.getLogger("phloem.server")
 
@@ -22,6 +23,8 @@ def body(kind: str, message: str, suggestion: str = "", **extra) -> dict:
 
 def status_of(e: BaseException) -> tuple[int, dict]:
     """The HTTP status and body for any error a request can raise; never a stack trace."""
+    if isinstance(e, ResultTooLarge):
+        return 400, body("limit", e.message, e.suggestion, limit=e.limit)
     if isinstance(e, QueryError):
         return 400, body("query", e.message, e.suggestion)
     if isinstance(e, QueryTimeout):

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request
 from fastapi import Query as QueryParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from semantic.limits import Cancel, Reading
 from semantic.meta import describe
 from semantic.query.query import Query
-from server.encode import ARROW, CSV, JSON, encode, negotiate
+from server import errors
+from server.encode import ARROW, CSV, JSON, chunks, encode, negotiate
 from server.errors import json_response
 from server.memo import ByIdentity
 
@@ -62,10 +65,12 @@ def router() -> APIRouter:
     async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
                     accept: Annotated[str | None, Header()] = None) -> Response:
         runtime = request.app.state.runtime
-        answer = runtime.project.cached_answer(q)  # a repeat: no thread hop (~100 µs)
+        project = runtime.project
+        answer = project.cached_answer(q)  # a repeat: no thread hop (~100 µs)
         if answer is None:
-            answer = await run_in_threadpool(runtime.project.run, q, None, True, runtime.timeout)
-        return answered(answer.table, answer.cached, accept)
+            cancel = Cancel()
+            answer = await watched(request, cancel, project.open, q, None, True, runtime.timeout, True, cancel, HOLD)
+        return answered(answer.table, answer.cached, accept, answer.reading)
 
     @api.post("/explain", summary="The plan, the tables it reads (rollups and why others were not used) and the SQL")
     def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
@@ -77,8 +82,9 @@ def router() -> APIRouter:
         door = request.app.state.runtime.sql()
         answer = door.cached_run(body.sql, body.params or None)
         if answer is None:
-            answer = await run_in_threadpool(door.run, body.sql, body.params or None)
-        return answered(answer.table, answer.cached, accept)
+            cancel = Cancel()
+            answer = await watched(request, cancel, door.open, body.sql, body.params or None, cancel, HOLD)
+        return answered(answer.table, answer.cached, accept, answer.reading)
 
     @api.get("/datasets/{name}", summary="A dataset's rows (built first if needed), at most 100,000",
              responses={200: ANSWER})
@@ -97,10 +103,56 @@ def router() -> APIRouter:
     return api
 
 
-def answered(table, cached: bool, accept: str | None) -> Response:
+HOLD = 32 * 2**20  # bytes of an answer read before its response starts: up to here, one over the limits is a 4xx
+STREAM_ROWS = 65_536  # answers with more rows are encoded batch by batch in worker threads, not in one go
+DISCONNECT_POLL = 0.1  # seconds between checks that the client is still there while its query runs
+
+
+async def watched(request: Request, cancel: Cancel, fn, *args):
+    """`fn(*args)` in a worker thread; a client that disconnects meanwhile cancels its warehouse query."""
+    work = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL)
+        if done:
+            return work.result()
+        if await request.is_disconnected():
+            cancel()
+            return await work  # QueryCancelled, or the answer if it was done: either way nobody reads it
+
+
+def answered(table, cached: bool, accept: str | None, reading: Reading | None = None) -> Response:
     kind = negotiate(accept)
     headers = {"X-Phloem-Cache": "hit" if cached else "miss"}
-    return Response(_encoded(table, kind, cached), media_type=kind, headers=headers)
+    if reading is None and table.num_rows <= STREAM_ROWS:
+        return Response(_encoded(table, kind, cached), media_type=kind, headers=headers)
+    if reading is not None:
+        schema, batches = reading.schema, reading.batches()
+    else:
+        schema, batches = table.schema, iter(table.to_batches(max_chunksize=STREAM_ROWS))
+    body = chunks(schema, batches, kind, failed=lambda e: errors.status_of(e)[1], cached=cached)
+    return _Streamed(_off_loop(body, reading), media_type=kind, headers=headers)
+
+
+async def _off_loop(body, reading: Reading | None):
+    """The body's pieces, each made in a worker thread (the event loop keeps answering /healthz); a client that
+    goes away mid-stream stops the warehouse query."""
+    try:
+        while (chunk := await run_in_threadpool(next, body, None)) is not None:
+            yield chunk
+    finally:  # no thread is inside `body` now (a worker's batch is awaited even when cancelled)
+        if reading is not None:
+            reading.interrupt()
+        body.close()  # closes the warehouse cursor
+
+
+class _Streamed(StreamingResponse):
+    """A StreamingResponse that closes its body when the client leaves (Starlette only stops iterating it)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 _ENCODED = ByIdentity()  # bodies of the answers being repeated (a cache hit is the same table again)

@@ -10,14 +10,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from semantic import Project
+from semantic.limits import Limits
 from semantic.project.load import find_project, load_project
 
 
 class Runtime:
-    def __init__(self, root: Path | str, timeout: float | None = 30.0, token: str | None = None):
+    def __init__(self, root: Path | str, timeout: float | None = 30.0, token: str | None = None,
+                 limits: Limits | None = None):
         self.root = find_project(root)
         self.token = token  # the admin endpoints' secret (from the server record); None: admin is closed
-        self.project = Project.load(self.root)
+        # the most rows and bytes one answer may have, at every door (PHLOEM_MAX_ROWS / PHLOEM_MAX_BYTES)
+        self.limits = limits if limits is not None else Limits.from_env()
+        self.project = Project.load(self.root, limits=self.limits)
         self.timeout = timeout  # seconds a query may run before it is cancelled (504)
         self._lock = threading.Lock()
         self._listeners = []
@@ -46,7 +50,7 @@ class Runtime:
             model = load_project(self.root)  # a ModelError leaves the running version in place
             if model.version == self.project.model.version:
                 return False
-            old, self.project = self.project, Project(model, engine=self.project.engine)
+            old, self.project = self.project, Project(model, engine=self.project.engine, limits=self.limits)
             old.query_log.close()  # the engine is shared and stays open; only the old log file is released
         for listener in self._listeners:
             listener(self.project)

@@ -15,6 +15,7 @@ from sqlglot.errors import SqlglotError
 
 from semantic.engines.duckdb import DuckDBEngine
 from semantic.errors import ModelError, Problem, WarehouseError
+from semantic.limits import Cancel, Limits
 from semantic.project.yamlpos import load_yaml
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -31,8 +32,8 @@ class Engine(Protocol):
 
     def execute(self, query: str | exp.Expression, params: list | None = None) -> None: ...
 
-    def arrow(self, query: str | exp.Expression, params: list | None = None,
-              timeout: float | None = None) -> pa.Table: ...
+    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None,
+              limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table: ...
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]: ...
 

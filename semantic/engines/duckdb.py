@@ -22,7 +22,8 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from semantic.errors import BuildError, QueryError, QueryTimeout
+from semantic.errors import BuildError, QueryError
+from semantic.limits import BATCH_ROWS, Cancel, Limits, Reading
 
 # settings fixed at open; `threads` may still change (benchmarks tune it; it reaches nothing outside)
 OPEN_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
@@ -98,6 +99,17 @@ def _refusals():
         raise error from None
 
 
+class _Refusing:
+    """A reader whose lockdown refusals (a file read as the query runs) are the client's 4xx, as at its start."""
+
+    def __init__(self, reader: pa.RecordBatchReader):
+        self.reader, self.schema = reader, reader.schema
+
+    def read_next_batch(self) -> pa.RecordBatch:
+        with _refusals():
+            return self.reader.read_next_batch()
+
+
 class DuckDBEngine:
     dialect = "duckdb"
 
@@ -109,6 +121,7 @@ class DuckDBEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         self.database = database
         self._lock = threading.RLock()
+        self.cancelled = 0  # queries interrupted because their client went away
         self.con = duckdb.connect(database, read_only=read_only, config={**OPEN_CONFIG, **(settings or {})})
         try:
             if self.con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
@@ -133,21 +146,26 @@ class DuckDBEngine:
         with self._lock:
             self.con.execute(self.sql(query), params)
 
-    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None) -> pa.Table:
-        """Run a query on a private cursor (safe across threads) and return Arrow; cancel it after `timeout` s."""
-        cursor = self.con.cursor()
-        timer = threading.Timer(timeout, cursor.interrupt) if timeout else None
-        try:
-            if timer:
-                timer.start()
+    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None,
+              limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table:
+        """Run a query on a private cursor (safe across threads) and return Arrow; cancel it after `timeout` s or
+        by `cancel`, refuse it (ResultTooLarge) once it passes `limits`."""
+        return self.open(query, params, timeout, limits, cancel).table()
+
+    def open(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None,
+             limits: Limits | None = None, cancel: Cancel | None = None) -> Reading:
+        """The query's answer as it is read, batch by batch (see semantic/limits.py), on its own cursor."""
+        cursor, text = self.con.cursor(), self.sql(query)
+
+        def start():
             with _refusals():
-                return cursor.sql(self.sql(query), params=params).to_arrow_table()
-        except duckdb.InterruptException:
-            raise QueryTimeout(f"the query ran longer than {timeout:g} s and was cancelled") from None
-        finally:
-            if timer:
-                timer.cancel()
-            cursor.close()
+                return _Refusing(cursor.sql(text, params=params).to_arrow_reader(BATCH_ROWS))
+
+        return Reading(start, cursor.interrupt, cursor.close, limits, timeout, cancel, (duckdb.InterruptException,),
+                       self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.cancelled += 1
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:
         cursor = self.con.cursor()

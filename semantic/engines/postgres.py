@@ -36,6 +36,7 @@ from sqlglot import exp
 
 from semantic.engines.pgarrow import TEXT_LOADED, to_arrow
 from semantic.errors import BuildError, QueryError, QueryTimeout, WarehouseError
+from semantic.limits import BATCH_ROWS, Cancel, Limits, QueryCancelled
 
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
 READER_ROLE = "phloem_reader"
@@ -95,11 +96,13 @@ class RejectedQuery(WarehouseError, QueryError):
 
 
 @contextmanager
-def _server_errors(timeout: float | None = None, client: bool = False) -> Iterator[None]:
+def _server_errors(timeout: float | None = None, client: bool = False, cancel: Cancel | None = None) -> Iterator[None]:
     """The server's refusal as a WarehouseError with its first line (and hint), never a driver traceback."""
     try:
         yield
     except psycopg.errors.QueryCanceled:  # 57014: our statement_timeout, or a cancel request
+        if cancel is not None and cancel.cancelled:
+            raise QueryCancelled("the client went away; its query was cancelled") from None
         after = f" than {timeout:g} s" if timeout else ""
         raise QueryTimeout(f"the query ran longer{after} and was cancelled") from None
     except (psycopg.ProgrammingError, psycopg.DataError) as e:
@@ -352,15 +355,22 @@ class PostgresEngine:
         with self._lock, self._writer_conn().cursor() as cur, _server_errors():
             self._run(cur, query, params)
 
-    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None) -> pa.Table:
+    def arrow(self, query: str | exp.Expression, params: list | None = None, timeout: float | None = None,
+              limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table:
         """Run a client query on a pooled reader connection (safe across threads) and return Arrow; PostgreSQL
-        cancels it after `timeout` s (QueryTimeout)."""
+        cancels it after `timeout` s (QueryTimeout) or when `cancel` is called (QueryCancelled); past `limits`,
+        ResultTooLarge (rows are counted as they are fetched, before any becomes Arrow)."""
         client = self.client_reads is not None
         if client:
             self._ensure_readers()
-        with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout, client=True):
+        with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout, client=True, cancel=cancel):
             self._limit(conn, timeout, always=client)
-            self._run(cur, query, params)
+            unbind = cancel.bind(conn.cancel) if cancel is not None else None
+            try:
+                self._run(cur, query, params)
+            finally:
+                if unbind:
+                    unbind()
             # the server reports these when a statement changes them (set_config): such a connection is never reused
             if client and (conn.info.parameter_status("is_superuser") != "off"
                            or conn.info.parameter_status("default_transaction_read_only") != "on"):
@@ -369,7 +379,13 @@ class PostgresEngine:
                                      "its answer was withheld")
             if cur.description is None:
                 return pa.table({})
-            return to_arrow(cur.description, cur.fetchall())
+            if limits is None:
+                return to_arrow(cur.description, cur.fetchall())
+            rows = []
+            while chunk := cur.fetchmany(BATCH_ROWS):
+                rows += chunk
+                limits.check(len(rows), 0)
+            return limits.check_table(to_arrow(cur.description, rows))
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:
         with self._reader() as conn, conn.cursor() as cur, _server_errors():

@@ -14,6 +14,7 @@ from sqlglot import exp
 from semantic.activity.stream import ident
 from semantic.engines import connect
 from semantic.errors import BuildError, QueryError, did_you_mean
+from semantic.limits import Cancel, Limits, Reading
 from semantic.materialize.build import Builder, BuildReport
 from semantic.project.load import Model, load_project
 from semantic.project.querylog import QueryLog
@@ -27,14 +28,16 @@ FRESH_SECONDS = 2.0  # how long a "nothing is stale" check is trusted before the
 
 @dataclass(frozen=True)
 class Answer:
-    table: pa.Table
+    table: pa.Table | None  # None when the answer is being streamed: see `reading`
     compiled: Compiled
     cached: bool
+    reading: Reading | None = None
 
 
 class Project:
-    def __init__(self, model: Model, engine=None):
+    def __init__(self, model: Model, engine=None, limits: Limits | None = None):
         self.model = model
+        self.limits = limits  # the most rows and bytes one answer may have (a server sets them; None: unbounded)
         self.engine = engine or connect(model)
         self.builder = Builder(model, self.engine)
         self.compiler = Compiler(model, self.engine.dialect)
@@ -49,8 +52,8 @@ class Project:
         self.query_log = QueryLog(model.root)
 
     @classmethod
-    def load(cls, path: Path | str | None = None, engine=None) -> Project:
-        return cls(load_project(path), engine)
+    def load(cls, path: Path | str | None = None, engine=None, limits: Limits | None = None) -> Project:
+        return cls(load_project(path), engine, limits)
 
     @property
     def schema(self) -> str:
@@ -123,11 +126,18 @@ class Project:
         return self.run(query, progress=progress, use_rollups=use_rollups).table
 
     def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
-            use_rollups: bool = True) -> Answer:
+            use_rollups: bool = True, cancel: Cancel | None = None) -> Answer:
         """A query's answer with how it was obtained; repeated queries come from the result cache.
 
-        `use_rollups=False` answers from the views' own tables even where a rollup could (same numbers).
+        `use_rollups=False` answers from the views' own tables even where a rollup could (same numbers). An answer
+        over `self.limits` raises ResultTooLarge; `cancel` interrupts the warehouse query (QueryCancelled).
         """
+        return self.open(query, progress, use_cache, timeout, use_rollups, cancel)
+
+    def open(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
+             use_rollups: bool = True, cancel: Cancel | None = None, hold: int | None = None) -> Answer:
+        """As `run`; with `hold` (bytes), an answer larger than that is not read whole: its `table` is None and
+        `reading` yields its batches (for a door that streams them; it is not cached)."""
         compiled = self.compile(query, use_rollups)
         self.query_log.append(compiled.plan)
         key = (self.model.version, self.generation, compiled.sql)
@@ -139,11 +149,19 @@ class Project:
         self.ensure_built(progress)
         if use_rollups and self.model.rollups and compiled.catalog != self.compiler.catalog.version:
             compiled = self.compile(query, use_rollups)  # a build moved the rollups since it was planned
-        table = self.engine.arrow(compiled.sql, timeout=timeout) if timeout else self.engine.arrow(compiled.sql)
+        table = self._read(compiled.sql, timeout, cancel, hold)
+        if isinstance(table, Reading):
+            return Answer(None, compiled, cached=False, reading=table)
         if use_cache:
             with self._lock:
                 self.results[key] = table
         return Answer(table, compiled, cached=False)
+
+    def _read(self, sql: str, timeout: float | None, cancel: Cancel | None, hold: int | None):
+        engine, limits = self.engine, self.limits
+        if hasattr(engine, "open"):  # DuckDB reads batch by batch: never more than the limits in memory
+            return engine.open(sql, timeout=timeout, limits=limits, cancel=cancel).head(hold)
+        return engine.arrow(sql, timeout=timeout, limits=limits, cancel=cancel)
 
     def cached_answer(self, query: Query) -> Answer | None:
         """The answer if planning and running it would both be cache hits, else None: it never plans, builds or

@@ -25,7 +25,7 @@ from server.errors import status_of
 log = logging.getLogger("phloem.graphql")
 
 CODES = {"query": "BAD_QUERY", "validation": "BAD_QUERY", "timeout": "TIMEOUT", "warehouse": "WAREHOUSE_ERROR",
-         "model": "MODEL_ERROR"}
+         "model": "MODEL_ERROR", "limit": "RESULT_TOO_LARGE"}
 
 
 @dataclass

@@ -23,12 +23,9 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import decimal
-import heapq
 import itertools
-import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -41,6 +38,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
 from semantic.errors import PhloemError, QueryError, QueryTimeout
+from semantic.limits import BATCH_ROWS, WATCHDOG, Cancel, Limits, collect
 from semantic.project.project import Answer
 from semantic.query.filters import parse_error_position
 from semantic.query.statements import check_statement, engine_message
@@ -180,96 +178,43 @@ _RUNNING: contextvars.ContextVar[Session | None] = contextvars.ContextVar("pgwir
 def _interruptible_engine(engine) -> None:
     """Let a session interrupt the DuckDB queries its statements start (CancelRequest).
 
-    Project.run keeps its own ways (cache, rollups, query log); only the engine's `arrow` learns, while a pg
-    session runs a statement (a context variable says which), to run on a cursor the session holds. Other
-    doors and warehouses are untouched. The library offering a cancel hook would make this go.
+    Project.run keeps its own ways (cache, rollups, query log); only the engine's `open` learns, while a pg
+    session runs a statement (a context variable says which), to take the session's cancel as its own. Other
+    doors and warehouses are untouched.
     """
-    if getattr(engine, "dialect", None) != "duckdb" or not hasattr(engine, "con") or \
+    if getattr(engine, "dialect", None) != "duckdb" or not hasattr(engine, "open") or \
             getattr(engine, "_pgwire_interruptible", False):
         return
-    original = engine.arrow
+    original = engine.open
 
-    def arrow(query, params=None, timeout=None):
+    def open_(query, params=None, timeout=None, limits=None, cancel=None):
         session = _RUNNING.get()
-        if session is None or params:
-            return original(query, params, timeout) if timeout else original(query, params)
-        cursor = engine.con.cursor()
-        try:
-            return _interruptible(session, cursor, engine.sql(query), timeout)
-        finally:
-            cursor.close()
+        if session is None or cancel is not None:
+            return original(query, params, timeout, limits, cancel)
+        if session._cancelled.is_set():
+            raise QueryCanceled("canceling statement due to user request")
+        stop = Cancel()
+        session._interrupt = stop
+        return original(query, params, timeout, limits, stop)
 
-    engine.arrow = arrow
+    engine.open = open_
     engine._pgwire_interruptible = True
 
 
-class _Watchdog:
-    """One thread for every statement's time limit: `schedule(seconds, callback)` calls `callback` then unless
-    `cancel`led first. (A threading.Timer per statement started a thread per query, ~15% of a `SELECT 1`.)"""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []  # (deadline, key); cancelled keys are dropped lazily
-        self._live: dict[int, Callable[[], None]] = {}
-        self._keys = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, seconds: float, callback: Callable[[], None]) -> int:
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="pgwire-watchdog", daemon=True)
-                self._thread.start()
-            key = next(self._keys)
-            self._live[key] = callback
-            heapq.heappush(self._heap, (time.monotonic() + seconds, key))
-            if len(self._heap) > 2 * len(self._live) + 64:  # mostly cancelled entries: compact
-                self._heap = [entry for entry in self._heap if entry[1] in self._live]
-                heapq.heapify(self._heap)
-            if self._heap[0][1] == key:  # the earliest deadline now: wake the thread to wait less
-                self._cond.notify()
-            return key
-
-    def cancel(self, key: int) -> None:
-        with self._cond:
-            self._live.pop(key, None)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, key = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                callback = self._live.pop(key)
-                self._cond.release()
-                try:
-                    callback()
-                except Exception:  # an interrupt of a connection that just closed
-                    logging.getLogger("phloem.pgwire").debug("statement timeout callback failed", exc_info=True)
-                finally:
-                    self._cond.acquire()
 
 
-_WATCHDOG = _Watchdog()
-
-
-def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None) -> pa.Table:
-    """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds."""
+def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str, timeout: float | None,
+                   limits: Limits | None = None) -> pa.Table:
+    """Run `sql` on `cursor`, interrupted by the session's cancel or after `timeout` seconds, refused past
+    `limits`."""
     session._interrupt = cursor.interrupt
     watch = None
     try:
         if session._cancelled.is_set():
             raise QueryCanceled("canceling statement due to user request")
         if timeout:
-            watch = _WATCHDOG.schedule(timeout, cursor.interrupt)
-        return cursor.sql(sql).to_arrow_table()
+            watch = WATCHDOG.schedule(timeout, cursor.interrupt)
+        return collect(cursor.sql(sql).to_arrow_reader(BATCH_ROWS), limits)
     except duckdb.InterruptException:
         if session._cancelled.is_set():
             raise QueryCanceled("canceling statement due to user request") from None
@@ -277,7 +222,7 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
     finally:
         session._interrupt = None
         if watch is not None:
-            _WATCHDOG.cancel(watch)
+            WATCHDOG.cancel(watch)
 
 
 class _Version:
@@ -610,7 +555,8 @@ class Frontend:
 
     def _run_catalog(self, session: Session, catalog: Catalog, sql: str) -> pa.Table:
         try:
-            return _interruptible(session, self._connection(session, catalog), sql, self.runtime.timeout)
+            return _interruptible(session, self._connection(session, catalog), sql, self.runtime.timeout,
+                                  self.runtime.project.limits)
         except duckdb.Error as e:
             raise _duckdb_error(e) from None
 

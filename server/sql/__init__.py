@@ -60,6 +60,7 @@ import pyarrow as pa
 from cachetools import LRUCache
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from semantic.limits import Cancel, Reading
 from semantic.query.query import Query
 from server.memo import ByIdentity
 from server.sql import outer
@@ -74,9 +75,10 @@ REWRITES = 1024  # statements (text and parameter values) kept rewritten per mod
 
 @dataclass(frozen=True)
 class SqlAnswer:
-    table: pa.Table
+    table: pa.Table | None  # None when the answer is being streamed: see `reading`
     cached: bool  # every metric query came from the result cache
     queries: list[Query]
+    reading: Reading | None = None
 
 
 class SemanticSQL:
@@ -144,19 +146,39 @@ class SemanticSQL:
                                           SqlAnswer(_picked(direct, answer.table), True, [direct.query]))
         return picked
 
-    def run(self, sql: str, params: Sequence | None = None) -> SqlAnswer:
+    def run(self, sql: str, params: Sequence | None = None, cancel: Cancel | None = None) -> SqlAnswer:
+        return self.open(sql, params, cancel)
+
+    def open(self, sql: str, params: Sequence | None = None, cancel: Cancel | None = None,
+             hold: int | None = None) -> SqlAnswer:
+        """As `run`; with `hold` (bytes), an outer step's answer larger than that is left being read: its `table`
+        is None and `reading` yields its batches. Every answer is held to the project's limits."""
         plan = self.rewrite(sql, params)
         answers, cached = {}, []
+        options = {"timeout": self.timeout} if self.timeout else {}
+        if cancel is not None:
+            options["cancel"] = cancel
+        direct = plan.direct
+        queries = [s.query for s in plan.selects]
+        if direct is not None and hold is not None:
+            # only columns picked from one metric query: its answer streams as it is read, when it is large
+            answer = self.project.open(direct.query, hold=hold, **options)
+            if answer.reading is not None:
+                return SqlAnswer(None, False, queries, _PickedReading(answer.reading, direct))
+            return SqlAnswer(_picked(direct, answer.table.rename_columns(direct.columns)), answer.cached,
+                             queries)
         for s in plan.selects:
-            answer = self.project.run(s.query, timeout=self.timeout) if self.timeout else self.project.run(s.query)
+            answer = self.project.run(s.query, **options)
             answers[s.name] = answer.table.rename_columns(s.columns)
             cached.append(answer.cached)
-        direct = plan.direct
         if direct is not None:
             table = _picked(direct, answers[direct.name])
         else:
-            table = outer.run(plan.statement, answers, self.timeout)
-        return SqlAnswer(table, bool(cached) and all(cached), [s.query for s in plan.selects])
+            limits = getattr(self.project, "limits", None)
+            table = outer.open_(plan.statement, answers, self.timeout, limits, cancel).head(hold)
+            if isinstance(table, Reading):
+                return SqlAnswer(None, False, queries, table)
+        return SqlAnswer(table, bool(cached) and all(cached), queries)
 
     def explain(self, sql: str, params: Sequence | None = None) -> str:
         """The metric queries the statement became (each with its plan and SQL), and the outer step."""
@@ -175,6 +197,21 @@ class SemanticSQL:
         else:
             parts.append("outer step (DuckDB, over the answers):\n" + _indent(outer.to_sql(plan.statement)))
         return "\n\n".join(parts)
+
+
+class _PickedReading:
+    """A metric query's answer being read, its columns picked and renamed batch by batch (see `_picked`)."""
+
+    def __init__(self, reading: Reading, direct):
+        self.reading, self.columns = reading, [i for i, _ in direct.direct]
+        self.schema = pa.schema([reading.schema.field(i).with_name(name) for i, name in direct.direct])
+
+    def batches(self):
+        for batch in self.reading.batches():
+            yield pa.RecordBatch.from_arrays([batch.column(i) for i in self.columns], schema=self.schema)
+
+    def interrupt(self) -> None:
+        self.reading.interrupt()
 
 
 def _picked(direct, table: pa.Table) -> pa.Table:

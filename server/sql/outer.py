@@ -14,12 +14,19 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from semantic.errors import QueryError, QueryTimeout
+from semantic.errors import QueryError
+from semantic.limits import BATCH_ROWS, Cancel, Limits, Reading
 from semantic.query.statements import engine_message
 
 DIALECT = "duckdb"
 _lock = threading.Lock()
 _database: duckdb.DuckDBPyConnection | None = None
+cancelled = 0  # outer statements interrupted because their client went away
+
+
+def _cancelled() -> None:
+    global cancelled
+    cancelled += 1
 
 
 def _sandbox() -> duckdb.DuckDBPyConnection:
@@ -49,25 +56,48 @@ def _bounded_strings(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None) -> pa.Table:
+def run(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None,
+        limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table:
     """Run the outer statement with each answer registered under its name, on a private connection."""
+    return open_(statement, answers, timeout, limits, cancel).table()
+
+
+def open_(statement: exp.Expression, answers: dict[str, pa.Table], timeout: float | None = None,
+          limits: Limits | None = None, cancel: Cancel | None = None) -> Reading:
+    """The outer statement's answer as it is read, batch by batch, within `limits` (see semantic/limits.py)."""
     con = _sandbox().cursor()
-    timer = threading.Timer(timeout, con.interrupt) if timeout else None
     try:
         for name, table in answers.items():
             con.register(name, table)
-        if timer:
-            timer.start()
-        return con.sql(to_sql(statement)).to_arrow_table()
+    except BaseException:
+        con.close()
+        raise
+    text = to_sql(statement)
+
+    def start():
+        return _Explained(_explained(lambda: con.sql(text).to_arrow_reader(BATCH_ROWS), answers), answers)
+
+    return Reading(start, con.interrupt, con.close, limits, timeout, cancel, (duckdb.InterruptException,), _cancelled)
+
+
+class _Explained:
+    """A reader whose warehouse errors are QueryErrors about the client's SQL (the answers' names hidden)."""
+
+    def __init__(self, reader: pa.RecordBatchReader, answers: dict):
+        self.reader, self.schema, self.answers = reader, reader.schema, answers
+
+    def read_next_batch(self) -> pa.RecordBatch:
+        return _explained(self.reader.read_next_batch, self.answers)
+
+
+def _explained(step, answers: dict):
+    try:
+        return step()
     except duckdb.InterruptException:
-        raise QueryTimeout(f"the statement ran longer than {timeout:g} s and was cancelled") from None
+        raise
     except duckdb.Error as e:
         message = engine_message(str(e))  # never DuckDB's class names
         for name in answers:
             message = message.replace(name, "(semantic subquery)")
         raise QueryError(f"the statement around the semantic query failed: {message}",
                          "check the SQL around the semantic SELECTs (functions, types, column names)") from None
-    finally:
-        if timer:
-            timer.cancel()
-        con.close()

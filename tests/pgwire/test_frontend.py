@@ -267,9 +267,9 @@ def test_one_watchdog_thread_keeps_every_time_limit():
     import threading
     import time
 
-    from server.pgwire.frontend import _Watchdog
+    from semantic.limits import Watchdog
 
-    dog, fired = _Watchdog(), []
+    dog, fired = Watchdog(), []
     late = dog.schedule(0.4, lambda: fired.append("late"))
     early = dog.schedule(0.05, lambda: fired.append("early"))  # an earlier deadline wakes the thread
     dropped = [dog.schedule(0.1, lambda: fired.append("cancelled")) for _ in range(500)]
@@ -282,7 +282,7 @@ def test_one_watchdog_thread_keeps_every_time_limit():
     dog.cancel(early)  # after it fired: nothing happens
     time.sleep(0.35)
     assert fired == ["early", "late"] and late not in dog._live
-    assert sum(t.name == "pgwire-watchdog" for t in threading.enumerate() if t is dog._thread) == 1
+    assert sum(t.name == "phloem-watchdog" for t in threading.enumerate() if t is dog._thread) == 1
 
 
 SLOW = """
