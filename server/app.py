@@ -7,7 +7,10 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from semantic.limits import Limits
 from server import admin, errors, explore, explorer, rest
@@ -23,11 +26,13 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
         yield
         runtime.close()
 
-    app = FastAPI(title="Phloem", version="0.1.0", lifespan=lifespan,
+    # /docs is served below from installed assets; ReDoc is off, as FastAPI's only loads from a CDN
+    app = FastAPI(title="Phloem", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="A semantic layer on activity streams: metrics by any dimensions, over REST, "
                               "GraphQL (/graphql), semantic SQL and the PostgreSQL wire protocol.")
     app.state.runtime = runtime
     errors.install(app)
+    _mount_docs(app)
     app.include_router(rest.router())
     app.include_router(explore.router())
     app.include_router(admin.router())
@@ -49,6 +54,21 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
         return json_response({"status": "ready", "version": runtime.version})
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, every asset from the installed swagger-ui-bundle: no CDN, so it works offline."""
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url, title=f"{app.title} — API",
+            swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None})  # the default badge asks validator.swagger.io
 
 
 def _mount_graphql(app: FastAPI, runtime: Runtime) -> None:

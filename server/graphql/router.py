@@ -1,5 +1,8 @@
 """GraphQL over HTTP: GraphiQL on GET, operations on POST (and GET with `?query=`), always on the current schema.
 
+GraphiQL's scripts and styles are served under `<path>/assets/` from the installed graphene-django-graphiql-static
+package (its static files only; it needs no Django), so the page loads with no CDN, offline or behind a firewall.
+
 The schema is rebuilt whenever the runtime reloads a changed model and swapped in one assignment, so a
 request runs entirely on one model version. Operations execute in the thread pool (`execute_sync`), so a
 long warehouse query never blocks the event loop.
@@ -9,16 +12,18 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
+import graphene_django_graphiql_static
 import orjson
 import strawberry
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from strawberry.exceptions import MissingQueryError
 from strawberry.http import process_result
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
@@ -27,6 +32,9 @@ from server.graphql.schema import build_schema
 from server.runtime import Runtime
 
 log = logging.getLogger("phloem.graphql")
+
+GRAPHIQL_ASSETS = Path(graphene_django_graphiql_static.__file__).parent / "static" / "graphene_django_graphiql_static"
+GRAPHIQL_PAGE = (Path(__file__).parent / "graphiql.html").read_text()
 
 
 class LiveSchema:
@@ -55,13 +63,13 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
     live = LiveSchema(runtime)
     router = APIRouter(tags=["graphql"])
     router.live = live  # type: ignore[attr-defined]
-    ide = get_graphql_ide_html("graphiql")
+    router.mount(path + "/assets", StaticFiles(directory=GRAPHIQL_ASSETS), name="graphiql-assets")
 
     @router.get(path, summary="GraphiQL (or a query operation in `?query=`)", response_class=HTMLResponse)
     async def graphiql(request: Request) -> Response:
         params = request.query_params
         if "query" not in params:
-            return HTMLResponse(ide)
+            return HTMLResponse(GRAPHIQL_PAGE.replace("__ASSETS__", request.url.path.rstrip("/") + "/assets"))
         try:
             variables = orjson.loads(params["variables"]) if params.get("variables") else None
         except orjson.JSONDecodeError:
