@@ -1,5 +1,8 @@
 """Arrow answers to HTTP bodies: JSON (typed columns + rows), CSV or Arrow IPC, by the Accept header.
 
+Decimal columns keep every digit: JSON writes a decimal's exact digits as a JSON number (never through a float),
+or as a JSON string with `decimals="string"`, for clients whose JSON parser reads every number as a double.
+
 `encode` makes a whole body at once (small answers); `chunks` makes the same bytes batch by batch, for a
 StreamingResponse, so a large answer is never encoded (nor, read from the warehouse, held) whole.
 """
@@ -13,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -46,18 +50,39 @@ def column_type(t: pa.DataType) -> str:
     return "string"
 
 
+def _digits(value: decimal.Decimal) -> str:
+    return format(value, "f")  # plain digits, no exponent: 0.0000000001, not 1E-10
+
+
 def _default(value):
-    if isinstance(value, decimal.Decimal):
-        return orjson.Fragment(str(value))  # exact to the cent: decimals are written as JSON numbers, not floats
+    if isinstance(value, decimal.Decimal):  # a decimal inside a nested value
+        return orjson.Fragment(_digits(value))
     if isinstance(value, dt.date | dt.datetime | dt.time):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def json_body(table: pa.Table, **extra) -> bytes:
+def decimal_texts(column: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """A decimal column's exact digits, by Arrow's cast (which writes tiny values with an exponent: fixed here)."""
+    texts = pc.cast(column, pa.string()).to_pylist()
+    return [t if t is None or "E" not in t else _digits(decimal.Decimal(t)) for t in texts]
+
+
+def json_values(column: pa.ChunkedArray | pa.Array, decimals: str = "number") -> list:
+    """One column's values for orjson; a decimal is its exact digits as a JSON number (or string), never a float."""
+    if not pa.types.is_decimal(column.type):
+        return column.to_pylist()
+    texts = decimal_texts(column)
+    if decimals == "string":
+        return texts
+    return [None if t is None else orjson.Fragment(t) for t in texts]
+
+
+def json_body(table: pa.Table, decimals: str = "number", **extra) -> bytes:
+    columns = [json_values(c, decimals) for c in table.columns]
     payload = {
         "columns": _columns(table.schema),
-        "rows": [list(r.values()) for r in table.to_pylist()],
+        "rows": [list(r) for r in zip(*columns, strict=True)] if columns else [[] for _ in range(table.num_rows)],
         **extra,
     }
     return orjson.dumps(payload, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
@@ -72,7 +97,7 @@ def _dumps(value) -> bytes:
 
 
 def json_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], failed: Callable[[Exception], dict] | None = None,
-                **extra) -> Iterator[bytes]:
+                decimals: str = "number", **extra) -> Iterator[bytes]:
     """The JSON body of `json_body`, a batch of rows at a time. An error raised by `batches` once rows were sent
     (`failed` makes it a dict) ends the body with `"truncated": true` and that error, so it stays valid JSON."""
     yield _dumps({"columns": _columns(schema)})[:-1] + b',"rows":['
@@ -81,7 +106,7 @@ def json_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], failed: Ca
         for batch in batches:
             for start in range(0, batch.num_rows, PIECE_ROWS):
                 piece = batch.slice(start, PIECE_ROWS)
-                yield sep + _dumps(list(zip(*(c.to_pylist() for c in piece.columns), strict=True)))[1:-1]
+                yield sep + _dumps(list(zip(*(json_values(c, decimals) for c in piece.columns), strict=True)))[1:-1]
                 sep = b","
     except Exception as e:
         if failed is None:
@@ -120,13 +145,13 @@ def _written(schema: pa.Schema, batches: Iterable[pa.RecordBatch], writer) -> It
 
 
 def chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], kind: str,
-           failed: Callable[[Exception], dict] | None = None, **extra) -> Iterator[bytes]:
+           failed: Callable[[Exception], dict] | None = None, decimals: str = "number", **extra) -> Iterator[bytes]:
     """The body of `encode` for answers arriving as record batches, one piece per batch."""
     if kind == ARROW:
         return _written(schema, batches, pa.ipc.new_stream)
     if kind == CSV:
         return _written(schema, batches, pacsv.CSVWriter)
-    return json_chunks(schema, batches, failed, **extra)
+    return json_chunks(schema, batches, failed, decimals, **extra)
 
 
 def csv_body(table: pa.Table) -> bytes:
@@ -142,9 +167,9 @@ def arrow_body(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def encode(table: pa.Table, kind: str, **extra) -> bytes:
+def encode(table: pa.Table, kind: str, decimals: str = "number", **extra) -> bytes:
     if kind == ARROW:
         return arrow_body(table)
     if kind == CSV:
         return csv_body(table)
-    return json_body(table, **extra)
+    return json_body(table, decimals, **extra)

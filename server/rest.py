@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Request
 from fastapi import Query as QueryParam
@@ -37,6 +37,12 @@ ANSWER = {
 }
 
 
+Decimals = Annotated[Literal["number", "string"], QueryParam(
+    description="How JSON writes decimal columns (money): `number` (default) writes the exact digits as a JSON "
+                "number, e.g. 1234567890123456.78; `string` writes them as a JSON string, \"1234567890123456.78\", "
+                "for JSON parsers that read every number as a double.")]
+
+
 class SqlRequest(BaseModel):
     sql: str = Field(min_length=1, examples=["SELECT channel, MEASURE(gross_revenue) FROM orders GROUP BY 1"])
     params: list[Any] = Field(default_factory=list, description="Values for $1, $2, … in the SQL.")
@@ -63,14 +69,14 @@ def router() -> APIRouter:
 
     @api.post("/query", summary="Answer a metric query", responses={200: ANSWER})
     async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
-                    accept: Annotated[str | None, Header()] = None) -> Response:
+                    accept: Annotated[str | None, Header()] = None, decimals: Decimals = "number") -> Response:
         runtime = request.app.state.runtime
         project = runtime.project
         answer = project.cached_answer(q)  # a repeat: no thread hop (~100 µs)
         if answer is None:
             cancel = Cancel()
             answer = await watched(request, cancel, project.open, q, None, True, runtime.timeout, True, cancel, HOLD)
-        return answered(answer.table, answer.cached, accept, answer.reading)
+        return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals)
 
     @api.post("/explain", summary="The plan, the tables it reads (rollups and why others were not used) and the SQL")
     def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
@@ -78,21 +84,22 @@ def router() -> APIRouter:
         return json_response({"plan": compiled.plan.describe(), "sql": compiled.sql, "tables": compiled.plan.tables()})
 
     @api.post("/sql", summary="Semantic SQL over views and the `metrics` table", responses={200: ANSWER})
-    async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None) -> Response:
+    async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None,
+                  decimals: Decimals = "number") -> Response:
         door = request.app.state.runtime.sql()
         answer = door.cached_run(body.sql, body.params or None)
         if answer is None:
             cancel = Cancel()
             answer = await watched(request, cancel, door.open, body.sql, body.params or None, cancel, HOLD)
-        return answered(answer.table, answer.cached, accept, answer.reading)
+        return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals)
 
     @api.get("/datasets/{name}", summary="A dataset's rows (built first if needed), at most 100,000",
              responses={200: ANSWER})
     async def dataset(request: Request, name: str,
                       limit: Annotated[int, QueryParam(ge=0, le=DATASET_ROWS)] = 100,
-                      accept: Annotated[str | None, Header()] = None) -> Response:
+                      accept: Annotated[str | None, Header()] = None, decimals: Decimals = "number") -> Response:
         table = await run_in_threadpool(request.app.state.runtime.project.dataset, name, limit)
-        return answered(table, False, accept)
+        return answered(table, False, accept, decimals=decimals)
 
     @api.post("/reload", summary="Re-read the model files (a broken model keeps the running version)")
     def reload(request: Request) -> Response:
@@ -120,16 +127,17 @@ async def watched(request: Request, cancel: Cancel, fn, *args):
             return await work  # QueryCancelled, or the answer if it was done: either way nobody reads it
 
 
-def answered(table, cached: bool, accept: str | None, reading: Reading | None = None) -> Response:
+def answered(table, cached: bool, accept: str | None, reading: Reading | None = None,
+             decimals: str = "number") -> Response:
     kind = negotiate(accept)
     headers = {"X-Phloem-Cache": "hit" if cached else "miss"}
     if reading is None and table.num_rows <= STREAM_ROWS:
-        return Response(_encoded(table, kind, cached), media_type=kind, headers=headers)
+        return Response(_encoded(table, kind, cached, decimals), media_type=kind, headers=headers)
     if reading is not None:
         schema, batches = reading.schema, reading.batches()
     else:
         schema, batches = table.schema, iter(table.to_batches(max_chunksize=STREAM_ROWS))
-    body = chunks(schema, batches, kind, failed=lambda e: errors.status_of(e)[1], cached=cached)
+    body = chunks(schema, batches, kind, failed=lambda e: errors.status_of(e)[1], decimals=decimals, cached=cached)
     return _Streamed(_off_loop(body, reading), media_type=kind, headers=headers)
 
 
@@ -158,8 +166,8 @@ class _Streamed(StreamingResponse):
 _ENCODED = ByIdentity()  # bodies of the answers being repeated (a cache hit is the same table again)
 
 
-def _encoded(table, kind: str, cached: bool) -> bytes:
-    body = _ENCODED.get(table, (kind, cached))
+def _encoded(table, kind: str, cached: bool, decimals: str) -> bytes:
+    body = _ENCODED.get(table, (kind, cached, decimals))
     if body is None:
-        body = _ENCODED.put(table, (kind, cached), encode(table, kind, cached=cached))
+        body = _ENCODED.put(table, (kind, cached, decimals), encode(table, kind, decimals, cached=cached))
     return body

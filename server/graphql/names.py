@@ -29,6 +29,11 @@ class MetricField:
     metric: str  # the model name
     integer: bool  # Int (counts, `format: integer`) rather than Float
     description: str
+    money: bool = False  # `format: currency`: the exact Decimal scalar rather than Float
+
+    @property
+    def graphql_type(self) -> str:
+        return "Int" if self.integer else "Decimal" if self.money else "Float"
 
     @property
     def attr(self) -> str:
@@ -95,7 +100,8 @@ def catalog(compiler) -> Catalog:
         node = compiler.tree.nodes[name]
         about = node.label + (f": {node.description.rstrip('.')}" if node.description else "")
         kind = f"metric `{name}` ({node.kind}{', ' + node.format if node.format else ''}): {node.formula}"
-        metrics[field] = MetricField(field, name, is_integer(name, model, graph), f"{about} — {kind}")
+        metrics[field] = MetricField(field, name, is_integer(name, model, graph), f"{about} — {kind}",
+                                     model.metrics[name].format == "currency")
 
     taken |= RESERVED
     dimensions: dict[str, DimensionField] = {}

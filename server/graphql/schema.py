@@ -10,6 +10,7 @@ Names are documented in `server.graphql.names` and docs/graphql.md.
 # strawberry reads their annotations as objects.
 
 import datetime as dt
+import decimal
 import types
 from dataclasses import dataclass
 from enum import Enum
@@ -40,8 +41,8 @@ GRAPHQL_TYPES = {"categorical": "String", "boolean": "Boolean", "number": "Float
 
 QUERY_DOC = """Metrics by dimensions. The selection set is the query: the metric fields you select are its
 metrics, the dimension fields (and the grains you select under a time dimension) are its dimensions.
-Metrics are Float (Int for counts and `format: integer`): currency values are exact decimals in the
-warehouse and IEEE doubles here, exact to 15 significant digits."""
+Metrics are Float, Int for counts and `format: integer`, and Decimal for money (`format: currency`): the exact
+digits as a string, "1234567890123456.78", never rounded through a double."""
 TREE_DOC = """A metric and every metric it is computed from, valued over `period` and a comparison period
 (`comparisonRule`, and `comparison` for CUSTOM; default: PREVIOUS, the period just before: a whole calendar
 month → the month before, as REST /api/v1/tree). One metric query per period, without dimensions; `where`
@@ -217,7 +218,7 @@ class Selection:
             else:
                 times[d.attr][grain] = column.to_pylist()
         for j, m in enumerate(self.metrics):
-            plain[m.attr] = _metric_values(table.column(n + j), m.integer)
+            plain[m.attr] = _metric_values(table.column(n + j), m.integer, m.money)
         out = []
         for r in range(table.num_rows):
             item = {attr: values[r] for attr, values in plain.items()}
@@ -260,8 +261,10 @@ def _range(time_range: Any) -> dict | None:
 # ---------------------------------------------------------------- values
 
 
-def _metric_values(column: pa.ChunkedArray, integer: bool) -> list:
+def _metric_values(column: pa.ChunkedArray, integer: bool, money: bool = False) -> list:
     kind = column.type
+    if money:  # Decimals as they are; a double or integer result is exact in the Decimal scalar's serializer
+        return column.to_pylist()
     if integer:
         if pa.types.is_integer(kind):
             return column.to_pylist()
@@ -342,7 +345,8 @@ def _make_type(name: str, fields: dict[str, tuple[Any, StrawberryField]], descri
 def _row_type(names: Catalog) -> type:
     fields: dict[str, tuple[Any, StrawberryField]] = {}
     for m in names.metrics.values():
-        fields[m.attr] = ((int if m.integer else float) | None, strawberry.field(name=m.field, description=m.description))
+        kind = int if m.integer else decimal.Decimal if m.money else float
+        fields[m.attr] = (kind | None, strawberry.field(name=m.field, description=m.description))
     for d in names.dimensions.values():
         kind = t.TimeBuckets if d.type == "time" else SCALAR_TYPES[d.type] | None
         fields[d.attr] = (kind, strawberry.field(name=d.field, description=d.description))
@@ -392,9 +396,9 @@ def _meta(compiler, names: Catalog) -> t.Meta:
         field = names.metric_field(m["name"])
         metrics.append(t.MetaMetric(
             **{k: v for k, v in m.items() if k != "children"}, field=field,
-            graphql_type="Int" if field and names.metrics[field].integer else "Float",
+            graphql_type=names.metrics[field].graphql_type if field else "Float",
             children=[t.MetaMetricChild(**c) for c in m["children"]]))
-    fields = [t.MetaField(field=f.field, kind="metric", name=f.metric, type="Int" if f.integer else "Float")
+    fields = [t.MetaField(field=f.field, kind="metric", name=f.metric, type=f.graphql_type)
               for f in names.metrics.values()]
     fields += [t.MetaField(field=f.field, kind="dimension", name=f.text, type=GRAPHQL_TYPES[f.type])
                for f in names.dimensions.values()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import types
 from typing import NewType
 
@@ -33,7 +34,29 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
+def decimal_text(value: decimal.Decimal | float | int) -> str:
+    """Exact plain digits (`1234567890123456.78`, never `1.2E+15`); a double is written as the shortest digits
+    that read back as the same double."""
+    if not isinstance(value, decimal.Decimal):
+        value = decimal.Decimal(repr(value)) if isinstance(value, float) else decimal.Decimal(value)
+    return format(value, "f")
+
+
+def parse_decimal(value: object) -> decimal.Decimal:
+    try:
+        number = decimal.Decimal(str(value).strip())
+    except decimal.InvalidOperation:
+        raise QueryError(f"`{value}` is not a decimal number", 'write digits, e.g. "1234.50"') from None
+    if not number.is_finite():
+        raise QueryError(f"`{value}` is not a finite decimal number", 'write digits, e.g. "1234.50"')
+    return number
+
+
 SCALARS: dict[object, ScalarDefinition] = {
+    decimal.Decimal: strawberry.scalar(
+        name="Decimal", serialize=decimal_text, parse_value=parse_decimal,
+        description="An exact decimal number written as a JSON string, `\"1234567890123456.78\"`, so that no "
+                    "digit is lost to a double. Money (`format: currency`) metrics are Decimal."),
     TimePoint: strawberry.scalar(
         name="TimePoint", serialize=lambda v: v.isoformat(), parse_value=parse_time_point,
         description="An ISO date `2024-12-31` (the whole day) or date-time `2024-12-31T18:00:00` (UTC unless an "
@@ -237,7 +260,7 @@ class MetaMetricChild:
 class MetaMetric:
     name: str
     field: str | None = strawberry.field(description="The metric's field on `Row`.")
-    graphql_type: str = strawberry.field(description="`Int` or `Float`.")
+    graphql_type: str = strawberry.field(description="`Int`, `Float`, or `Decimal` (money).")
     kind: str
     formula: str
     measure: str | None
@@ -271,7 +294,7 @@ class MetaField:
     kind: str = strawberry.field(description="`metric` or `dimension`.")
     name: str = strawberry.field(description="The metric's name, or the dimension as the library spells it "
                                              "(`country`, `orders.country`, `metric_time`).")
-    type: str = strawberry.field(description="Int, Float, String, Boolean, or TimeBuckets for time dimensions.")
+    type: str = strawberry.field(description="Int, Float, Decimal (money), String, Boolean, or TimeBuckets for time dimensions.")
 
 
 @strawberry.type(description="What the project offers: views, their dimensions and measures, the metrics and "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import socket
 import threading
 import time
@@ -102,9 +103,7 @@ def data(schema, text: str, **variables) -> dict:
 
 
 def plain(value):
-    """A Python-API value as GraphQL writes it: decimals as floats, dates as ISO text."""
-    if isinstance(value, Decimal):
-        return float(value)
+    """A Python-API value as GraphQL writes it: dates as ISO text (numbers: see `exact`)."""
     if isinstance(value, dt.date | dt.datetime):
         return value.isoformat()
     return value
@@ -127,10 +126,21 @@ def flat(row: dict, prefix: str = "") -> dict:
     return out
 
 
+NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def exact(value):
+    """A number as an exact Decimal, so GraphQL's Decimal strings, Floats and the API's decimals compare digit for
+    digit (a double by its shortest digits)."""
+    if isinstance(value, float) or (isinstance(value, str) and NUMBER.fullmatch(value)):
+        return Decimal(repr(value) if isinstance(value, float) else value)
+    return value
+
+
 def same_rows(got: list[dict], want: list[dict], columns: dict[str, str], ordered: bool = False) -> None:
     """GraphQL rows (fields as in `columns`) equal the API's rows (columns as named in `columns`' values)."""
-    g = [tuple(flat(r)[f] for f in columns) for r in got]
-    w = [tuple(r[c] for c in columns.values()) for r in want]
+    g = [tuple(exact(flat(r)[f]) for f in columns) for r in got]
+    w = [tuple(exact(r[c]) for c in columns.values()) for r in want]
     assert w, "the comparison needs rows"
     if not ordered:
         key = lambda row: tuple((v is None, str(v)) for v in row)  # noqa: E731
@@ -145,7 +155,8 @@ def test_selected_metrics_and_dimensions_are_the_query(schema, project):
     rows = data(schema, "{ query { revenue orders margin channel } }")["query"]
     same_rows(rows, api(project, metrics=["revenue", "orders", "margin"], dimensions=["channel"]),
               {"revenue": "revenue", "orders": "orders", "margin": "margin", "channel": "channel"})
-    assert all(isinstance(r["orders"], int) and isinstance(r["revenue"], float) for r in rows)
+    assert all(isinstance(r["orders"], int) and isinstance(r["margin"], float) for r in rows)
+    assert all(isinstance(r["revenue"], str) and Decimal(r["revenue"]).as_tuple().exponent == -2 for r in rows)
 
 
 def test_a_total_without_dimensions(schema, project):
@@ -204,7 +215,7 @@ def test_a_shared_dimension_name_resolves_as_the_library_does(schema, project):
 def test_a_metric_wins_its_name_and_the_dimension_takes_a_suffix(schema, project):
     fields = {f["name"]: f["type"] for f in data(schema, """{ __type(name: "Row") { fields { name
                 type { name kind ofType { name } } } } }""")["__type"]["fields"]}
-    assert fields["revenue"]["name"] == "Float" and fields["revenueDim"]["name"] == "Float"
+    assert fields["revenue"]["name"] == "Decimal" and fields["revenueDim"]["name"] == "Float"
     assert fields["orderValues_revenue"]["name"] == "Float"
     rows = data(schema, "{ query(where: {revenueDim: {gte: 300}}) { orderValue revenueDim } }")["query"]
     same_rows(rows, api(project, metrics=["order_value"], dimensions=["revenue"], filters=["revenue >= 300"]),
@@ -217,7 +228,8 @@ def test_graphql_types_of_metrics_and_dimensions(schema):
                 type { name kind ofType { name } } } } }""")["__type"]["fields"]}
     assert {n: fields[n]["name"] for n in ("orders", "buyers", "signups", "orderRows", "valuePerOrder")} == \
         dict.fromkeys(("orders", "buyers", "signups", "orderRows", "valuePerOrder"), "Int")
-    assert {fields[n]["name"] for n in ("revenue", "margin", "aov", "signupToOrder", "revenueMtd")} == {"Float"}
+    assert {fields[n]["name"] for n in ("margin", "signupToOrder")} == {"Float"}
+    assert {fields[n]["name"] for n in ("revenue", "aov", "revenueMtd", "profit")} == {"Decimal"}  # money
     assert fields["channel"]["name"] == "String" and fields["isFirstOrder"]["name"] == "Boolean"
     assert fields["metricTime"] == {"name": None, "kind": "NON_NULL", "ofType": {"name": "TimeBuckets"}}
     grains = data(schema, '{ __type(name: "TimeBuckets") { fields { name type { name } } } }')["__type"]["fields"]
@@ -291,15 +303,15 @@ def test_an_empty_or_matches_nothing_and_an_empty_in_too(schema, project):
             {"revenue": r["revenue"], "orders": r["orders"]} for r in api(project, metrics=["revenue", "orders"],
                                                                             filters=["false"])]
     everything = data(schema, '{ query(where: {channel: {notIn: []}}) { revenue } }')["query"]
-    assert everything == [{"revenue": api(project, metrics=["revenue"])[0]["revenue"]}]
+    assert everything == [{"revenue": str(api(project, metrics=["revenue"])[0]["revenue"])}]  # money: exact digits
 
 
 def test_null_bounds_are_no_bounds(schema, project):
     query = "query ($from: Date, $to: Date) { query(where: {metricTime: {day: {gte: $from, lte: $to}}}) { revenue } }"
     assert data(schema, query, **{"from": None, "to": None})["query"] == [
-        {"revenue": api(project, metrics=["revenue"])[0]["revenue"]}]
-    assert data(schema, query, **{"from": "2024-01-01", "to": None})["query"] == [
-        {"revenue": api(project, metrics=["revenue"], filters=["metric_time__day >= date '2024-01-01'"])[0]["revenue"]}]
+        {"revenue": str(api(project, metrics=["revenue"])[0]["revenue"])}]
+    assert data(schema, query, **{"from": "2024-01-01", "to": None})["query"] == [{"revenue": str(
+        api(project, metrics=["revenue"], filters=["metric_time__day >= date '2024-01-01'"])[0]["revenue"])}]
 
 
 def test_values_are_literals_never_sql(schema, project):
@@ -352,7 +364,7 @@ def test_order_limit_and_offset(schema, project):
     same_rows(rows, api(project, metrics=["revenue"], dimensions=["country", "channel"], order_by=["-revenue"],
                         limit=4, offset=2), {"revenue": "revenue", "country": "country", "channel": "channel"},
               ordered=True)
-    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["revenue"])
+    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -Decimal(r["revenue"]))
 
 
 def test_order_by_several_fields_and_by_a_time_field(schema, project):
@@ -393,7 +405,7 @@ def check_tree(project, tree: dict, period: tuple[str, str], comparison: tuple[s
         for key, (start, end) in (("value", period), ("comparisonValue", comparison)):
             want = api(project, metrics=[node["name"]], filters=list(filters),
                        time_range={"start": start, "end": end})[0][node["name"]]
-            assert node[key] == pytest.approx(want, rel=1e-12), (node["name"], key)
+            assert node[key] == pytest.approx(None if want is None else float(want), rel=1e-12), (node["name"], key)
         v, c = node["value"], node["comparisonValue"]
         assert node["change"] == pytest.approx(v - c, rel=1e-9, abs=1e-9)
         assert node["changePct"] == (None if c == 0 else pytest.approx((v - c) / abs(c), rel=1e-9))
@@ -489,7 +501,8 @@ def test_meta_mirrors_describe(schema, project):
         assert got["children"] == want["children"]
     assert meta["tree"] == d["tree"]
     fields = {f["field"]: (f["kind"], f["name"], f["type"]) for f in meta["fields"]}
-    assert fields["netRevenue"] == ("metric", "net_revenue", "Float")
+    assert fields["netRevenue"] == ("metric", "net_revenue", "Decimal")
+    assert fields["margin"] == ("metric", "margin", "Float")
     assert fields["orders"] == ("metric", "orders", "Int")
     assert fields["revenueDim"] == ("dimension", "revenue", "Float")
     assert fields["metricTime"] == ("dimension", "metric_time", "TimeBuckets")
