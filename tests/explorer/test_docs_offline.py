@@ -63,6 +63,11 @@ def foreign(urls: list[str]) -> list[str]:
     return [u for u in urls if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).hostname != HOST]
 
 
+def errors(driver) -> list[str]:
+    """The console's errors since the last call (a script or stylesheet that failed to load is one)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
 def wait(driver, script: str, what: str, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,7 +97,7 @@ def test_the_browser_is_really_offline(offline):
 
 def test_swagger_ui_renders_offline(offline):
     driver, base = offline
-    network(driver)
+    network(driver), errors(driver)
     driver.get(base + "/docs")
     paths = wait(driver, "return [...document.querySelectorAll('.opblock-summary-path')]"
                          ".map(e => e.dataset.path || e.textContent)", "Swagger UI's operation list")
@@ -106,11 +111,12 @@ def test_swagger_ui_renders_offline(offline):
     assert {u for u in urls if "/docs/assets/" in u} >= {base + "/docs/assets/swagger-ui-bundle.js",
                                                           base + "/docs/assets/favicon-32x32.png"}
     assert all(status.get(u, 200) < 400 for u in urls), {u: status.get(u) for u in urls}
+    assert not errors(driver)
 
 
 def test_graphiql_renders_and_runs_a_query_offline(offline, live):
     driver, base = offline
-    network(driver)
+    network(driver), errors(driver)
     driver.get(base + "/graphql")
     wait(driver, "return document.querySelector('.graphiql-query-editor .CodeMirror')", "GraphiQL's query editor")
     wait(driver, "return document.querySelector('.graphiql-execute-button')", "GraphiQL's run button")
@@ -126,3 +132,4 @@ def test_graphiql_renders_and_runs_a_query_offline(offline, live):
     assert not foreign(urls), f"requests left the machine: {foreign(urls)}"
     assert base + "/graphql/assets/graphiql.min.js" in urls and base + "/graphql/assets/graphiql.min.css" in urls
     assert all(status.get(u, 200) < 400 for u in urls), {u: status.get(u) for u in urls}
+    assert not errors(driver)
