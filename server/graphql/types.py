@@ -42,19 +42,9 @@ def decimal_text(value: decimal.Decimal | float | int) -> str:
     return format(value, "f")
 
 
-def parse_decimal(value: object) -> decimal.Decimal:
-    try:
-        number = decimal.Decimal(str(value).strip())
-    except decimal.InvalidOperation:
-        raise QueryError(f"`{value}` is not a decimal number", 'write digits, e.g. "1234.50"') from None
-    if not number.is_finite():
-        raise QueryError(f"`{value}` is not a finite decimal number", 'write digits, e.g. "1234.50"')
-    return number
-
-
 SCALARS: dict[object, ScalarDefinition] = {
     decimal.Decimal: strawberry.scalar(
-        name="Decimal", serialize=decimal_text, parse_value=parse_decimal,
+        name="Decimal", serialize=decimal_text, parse_value=lambda v: decimal.Decimal(str(v)),
         description="An exact decimal number written as a JSON string, `\"1234567890123456.78\"`, so that no "
                     "digit is lost to a double. Money (`format: currency`) metrics are Decimal."),
     TimePoint: strawberry.scalar(
