@@ -33,9 +33,15 @@ views:
     time: booked_on
     dimensions: [book, {name: booked_on, type: time}]
     measures: [{name: amount, agg: sum}, {name: entries, agg: count}]
+  - name: postings  # more rows than one answer body is made at once: large answers are streamed
+    sql: "select i as posting_id, (i * 100000000000000 + 0.01)::decimal(38,2) as amount from range(70000) t(i)"
+    primary_key: posting_id
+    dimensions: [posting_id]
+    measures: [{name: amount, agg: sum}]
 metrics:
   - {name: balance, measure: entries.amount, format: currency}
   - {name: entries, measure: entries.entries}
+  - {name: posted, measure: postings.amount, format: currency}
 """
 BY_BOOK = {"metrics": ["balance", "entries"], "dimensions": ["book"], "order_by": ["book"]}
 SQL_BY_BOOK = {"sql": "SELECT book, MEASURE(balance) AS balance, MEASURE(entries) AS entries FROM metrics "
@@ -87,6 +93,15 @@ def test_an_unknown_decimals_option_is_a_422(ledger):
     r = ledger.post("/api/v1/query", params={"decimals": "float"}, json=BY_BOOK)
     message = r.json()["error"]["message"]
     assert r.status_code == 422 and "`query.decimals`: Input should be 'number' or 'string'" in message, r.text
+
+
+@pytest.mark.parametrize("decimals", ["number", "string"])
+def test_a_large_answer_keeps_the_digits_too(ledger, decimals):
+    big = {"metrics": ["posted"], "dimensions": ["posting_id"], "order_by": ["posting_id"]}
+    rows = exact_json(ledger.post("/api/v1/query", params={"decimals": decimals}, json=big))["rows"]
+    assert len(rows) == 70000
+    digits = [f"{i * 10**14}.01" for i in range(70000)]  # up to 6999900000000000000.01: 21 digits
+    assert rows == [[i, Decimal(d) if decimals == "number" else d] for i, d in enumerate(digits)]
 
 
 def test_csv_and_arrow_keep_the_digits(ledger):
