@@ -145,3 +145,14 @@ def test_every_door_gives_the_demo_revenue_of_hand_written_sql(live):
             "query": "{ query(orderBy: [{field: channel}]) { channel revenue discounts } }"}))["data"]["query"]
         assert [[g["channel"], g["revenue"], g["discounts"]] for g in graphql] == \
             [[c, str(r), str(d)] for c, r, d in hand]
+
+
+def test_a_datasets_rows_keep_their_money_exact(live):
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        numbers = exact_json(client.get("/api/v1/datasets/orders", params={"limit": 50}))
+        strings = exact_json(client.get("/api/v1/datasets/orders", params={"limit": 50, "decimals": "string"}))
+    money = [i for i, c in enumerate(numbers["columns"]) if c["type"].startswith("decimal(")]
+    assert money and numbers["columns"] == strings["columns"] and len(numbers["rows"]) == 50
+    for n, s in zip(numbers["rows"], strings["rows"], strict=True):
+        assert all(s[i] == (None if n[i] is None else str(n[i])) for i in money)  # the same digits, quoted
+        assert [v for i, v in enumerate(n) if i not in money] == [v for i, v in enumerate(s) if i not in money]
