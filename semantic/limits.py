@@ -125,6 +125,11 @@ class Cancel:
         interrupt()
         return lambda: None
 
+    def check(self) -> None:
+        """QueryCancelled if the client already went away: the next query of a multi-query request is not started."""
+        if self.cancelled:
+            raise QueryCancelled("the client went away; its query was cancelled")
+
     def _unbind(self, interrupt) -> None:
         with self._lock:
             if interrupt in self._hooks:
@@ -215,6 +220,8 @@ class Reading:
         self._timer = WATCHDOG.schedule(timeout, interrupt) if timeout else None
         self._unbind = cancel.bind(interrupt) if cancel is not None else None
         try:
+            if cancel is not None:
+                cancel.check()  # interrupting a query not yet started would not stop it
             self.reader = self._guarded(start)
         except BaseException:
             self.close()

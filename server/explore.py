@@ -15,17 +15,17 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Param
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from semantic.limits import Cancel
 from semantic.metrics import explore
 from semantic.metrics.decompose import METHODS
 from semantic.metrics.drill import T_EEP, T_EP, K
 from semantic.metrics.explore import SERIES_GRAINS
 from semantic.metrics.periods import COMPARISONS, bucket_period, compare, shift
-from server.rest import ERRORS
+from server.rest import ERRORS, watched
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
 Grain = Literal[SERIES_GRAINS]  # type: ignore[valid-type]
@@ -86,8 +86,8 @@ def router() -> APIRouter:
         runtime = request.app.state.runtime
         period = _period(start, end)
         rule, before = _comparison(comparison, compare_start, compare_end)
-        out = await run_in_threadpool(lambda: explore.tree_values(runtime.project, root, period, before, where or [],
-                                                                  method, runtime.timeout, rule=rule))
+        out = await _answer(request, lambda project: explore.tree_values(project, root, period, before, where or [],
+                                                                         method, runtime.timeout, rule=rule))
         return _json(out)
 
     @api.get("/periods", summary="A period and its comparison period, and the periods before and after it",
@@ -122,8 +122,8 @@ def router() -> APIRouter:
                      end: Annotated[dt.date | None, Param(description="A day in the last bucket (default today).")]
                      = None, where: Where = None) -> Response:
         runtime = request.app.state.runtime
-        out = await run_in_threadpool(explore.series, runtime.project, root, grain, periods, end, where or [],
-                                      runtime.timeout)
+        out = await _answer(request, lambda project: explore.series(project, root, grain, periods, end, where or [],
+                                                                    runtime.timeout))
         return _json(out)
 
     @api.get("/drill", summary="Which values of which dimensions drove a metric's change (Adtributor)",
@@ -140,9 +140,8 @@ def router() -> APIRouter:
         dims = [d.strip() for d in (dimensions or "").split(",") if d.strip()] or None
         period = _period(start, end)
         rule, before = _comparison(comparison, compare_start, compare_end)
-        out = await run_in_threadpool(
-            lambda: explore.drill(runtime.project, metric, period, before, dims, where or [], t_eep, t_ep, k,
-                                  runtime.timeout, rule=rule))
+        out = await _answer(request, lambda project: explore.drill(project, metric, period, before, dims, where or [],
+                                                                   t_eep, t_ep, k, runtime.timeout, rule=rule))
         return _json(out)
 
     @api.post("/whatif", summary="Every metric of a tree after changing some metrics by a percentage")
@@ -152,12 +151,33 @@ def router() -> APIRouter:
         rule = before = None
         if body.comparison is not None or body.compare_start is not None or body.compare_end is not None:
             rule, before = _comparison(body.comparison, body.compare_start, body.compare_end, "body")
-        out = await run_in_threadpool(lambda: explore.what_if(runtime.project, body.root, period, body.changes,
-                                                              body.where, runtime.timeout, comparison=before,
-                                                              rule=rule))
+        out = await _answer(request, lambda project: explore.what_if(project, body.root, period, body.changes,
+                                                                     body.where, runtime.timeout, comparison=before,
+                                                                     rule=rule))
         return _json(out)
 
     return api
+
+
+class _Cancellable:
+    """The project as one request sees it: each metric query runs with the request's `cancel`, and none starts
+    after the client went away (a tree or drill runs several)."""
+
+    def __init__(self, project, cancel: Cancel):
+        self._project, self._cancel = project, cancel
+
+    def __getattr__(self, name: str):
+        return getattr(self._project, name)
+
+    def run(self, query, *args, **kwargs):
+        self._cancel.check()
+        return self._project.run(query, *args, cancel=self._cancel, **kwargs)
+
+
+async def _answer(request: Request, answer):
+    """`answer(project)` in a worker thread; a client that disconnects cancels its warehouse queries."""
+    cancel = Cancel()
+    return await watched(request, cancel, answer, _Cancellable(request.app.state.runtime.project, cancel))
 
 
 def _query_names(dependant) -> set[str]:

@@ -116,7 +116,8 @@ DISCONNECT_POLL = 0.1  # seconds between checks that the client is still there w
 
 
 async def watched(request: Request, cancel: Cancel, fn, *args):
-    """`fn(*args)` in a worker thread; a client that disconnects meanwhile cancels its warehouse query."""
+    """`fn(*args)` in a worker thread; a client that disconnects meanwhile cancels its warehouse query (every door
+    over HTTP — REST, the explorer API, GraphQL — runs its queries this way, passing `cancel` down to them)."""
     work = asyncio.ensure_future(run_in_threadpool(fn, *args))
     while True:
         done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL)

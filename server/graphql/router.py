@@ -5,7 +5,7 @@ package (its static files only; it needs no Django), so the page loads with no C
 
 The schema is rebuilt whenever the runtime reloads a changed model and swapped in one assignment, so a
 request runs entirely on one model version. Operations execute in the thread pool (`execute_sync`), so a
-long warehouse query never blocks the event loop.
+long warehouse query never blocks the event loop, and a client that disconnects cancels it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import graphene_django_graphiql_static
 import orjson
 import strawberry
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from strawberry.exceptions import MissingQueryError
@@ -28,7 +27,9 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from semantic import Project
+from semantic.limits import Cancel
 from server.graphql.schema import build_schema
+from server.rest import watched
 from server.runtime import Runtime
 
 log = logging.getLogger("phloem.graphql")
@@ -74,7 +75,7 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
             variables = orjson.loads(params["variables"]) if params.get("variables") else None
         except orjson.JSONDecodeError:
             return _refused("`variables` is not JSON")
-        return await _execute(live.schema, params["query"], variables, params.get("operationName"))
+        return await _execute(request, live.schema, params["query"], variables, params.get("operationName"))
 
     @router.post(path, summary="Run a GraphQL operation: {query, variables?, operationName?}")
     async def graphql(request: Request) -> Response:
@@ -87,16 +88,18 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
         variables = body.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _refused("`variables` must be a JSON object")
-        return await _execute(live.schema, body["query"], variables, body.get("operationName"))
+        return await _execute(request, live.schema, body["query"], variables, body.get("operationName"))
 
     return router
 
 
-async def _execute(schema: strawberry.Schema, query: str, variables: dict | None, operation: str | None) -> Response:
+async def _execute(request: Request, schema: strawberry.Schema, query: str, variables: dict | None,
+                   operation: str | None) -> Response:
+    cancel = Cancel()  # a client that disconnects cancels the operation's warehouse queries
     run = functools.partial(schema.execute_sync, query, variable_values=variables, operation_name=operation,
-                            allowed_operation_types={OperationType.QUERY})
+                            context_value={"cancel": cancel}, allowed_operation_types={OperationType.QUERY})
     try:
-        result = await run_in_threadpool(run)
+        result = await watched(request, cancel, run)
     except (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError) as e:
         return _refused(str(e) or type(e).__name__)
     return _json(process_result(result))

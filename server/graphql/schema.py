@@ -24,6 +24,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.nodes import FragmentSpread, InlineFragment
 
 from semantic.errors import QueryError
+from semantic.limits import Cancel
 from semantic.meta import describe
 from semantic.metrics import periods
 from semantic.metrics.decompose import check_method, decompose_tree
@@ -85,9 +86,12 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
     order_type = _order_type(names)
     meta = _meta(compiler, names)
 
-    def run(**fields: Any) -> Answer:
+    def run(info: strawberry.Info, **fields: Any) -> Answer:
         query = make_query(**fields)
-        answer = project.run(query, timeout=timeout) if timeout else project.run(query)
+        cancel = _cancel_of(info)
+        if cancel is not None:
+            cancel.check()  # the client went away: the operation's remaining queries are not started
+        answer = project.run(query, timeout=timeout, cancel=cancel) if timeout else project.run(query, cancel=cancel)
         record(answer)
         return answer
 
@@ -107,13 +111,14 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
             raise QueryError("select at least one metric field in `query`",
                              f"e.g. query {{ {next(iter(names.metrics), 'revenue')} metricTime {{ month }} }}")
         outputs = wanted.outputs(compiler.graph)
-        answer = run(metrics=[m.metric for m in wanted.metrics], dimensions=[d for d, _, _ in wanted.dims],
+        answer = run(info, metrics=[m.metric for m in wanted.metrics], dimensions=[d for d, _, _ in wanted.dims],
                      filters=compile_where(where, names), time_range=_range(time_range),
                      order_by=_order(order_by or [], wanted, outputs, names), limit=limit, offset=offset)
         return wanted.rows(answer.table)
 
     @translated
     def resolve_tree(
+        info: strawberry.Info,
         root_: Annotated[str, strawberry.argument(name="root", description="A metric's name (`net_revenue`) or "
                                                                             "its field (`netRevenue`).")],
         period: t.PeriodInput,
@@ -135,7 +140,7 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
         check_method(method)
 
         def values(p: t.Period) -> dict[str, Any]:
-            table = run(metrics=list(levels), filters=filters, time_range={"start": p.start, "end": p.end}).table
+            table = run(info, metrics=list(levels), filters=filters, time_range={"start": p.start, "end": p.end}).table
             return {m: (table.column(i)[0].as_py() if table.num_rows else None) for i, m in enumerate(levels)}
 
         current, previous = values(now), values(before)
@@ -226,6 +231,12 @@ class Selection:
                 item[attr] = {g: values[r] for g, values in grains.items()}
             out.append(item)
         return out
+
+
+def _cancel_of(info: strawberry.Info) -> Cancel | None:
+    """The request's off switch (`context_value={"cancel": …}`, set by the HTTP router), if any."""
+    context = info.context
+    return context.get("cancel") if isinstance(context, dict) else None
 
 
 def _skipped(s) -> bool:

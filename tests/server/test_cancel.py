@@ -1,0 +1,207 @@
+"""A client that disconnects cancels its warehouse query at every HTTP door (GraphQL, the explorer API, as REST
+in test_limits.py), and a PostgreSQL warehouse reads an answer in batches, so one over the limit stops there."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.parse
+
+import httpx
+import orjson
+import pytest
+
+from semantic.limits import Cancel, Limits, QueryCancelled
+
+SLOW_GRAPHQL = {"query": "{ query { slowDistinctBuckets } }"}
+SLOW_TREE = "/api/v1/tree?" + urllib.parse.urlencode(
+    {"root": "slow_dated_buckets", "start": "2025-01-01", "end": "2025-01-31"})
+# the slow view of tests/server/conftest.py with a time column, so the explorer can ask it for a period
+SLOW_DATED = """
+views:
+  - name: slow_dated
+    sql: "select date '2025-01-01' + (i % 28)::int as day, hash(i) % 1000003 as bucket from range(20000000000) t(i)"
+    time: day
+    dimensions: [bucket]
+    measures: [{name: distinct_buckets, agg: count_distinct, expr: bucket}]
+metrics:
+  - {name: slow_dated_buckets, measure: slow_dated.distinct_buckets}
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_live(tmp_path_factory):
+    from semantic.demo import create
+    from server.app import create_app
+    from tests.server.conftest import SLOW, LiveServer
+
+    root = tmp_path_factory.mktemp("cancel") / "shop"
+    create(root, scale=50)
+    (root / "models" / "slow.yml").write_text(SLOW)
+    (root / "models" / "slow_dated.yml").write_text(SLOW_DATED)
+    app = create_app(root, timeout=5.0)
+    app.state.runtime.project.build()
+    with LiveServer(app) as server:
+        yield server
+
+
+def _send(port: int, head: str, body: bytes = b"") -> socket.socket:
+    """A raw HTTP request whose connection the test drops when it likes."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _post(port: int, path: str, body: dict) -> socket.socket:
+    payload = orjson.dumps(body)
+    return _send(port, f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                       f"content-length: {len(payload)}\r\n\r\n", payload)
+
+
+def _get(port: int, path: str) -> socket.socket:
+    return _send(port, f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _dropped_stops_the_query(live, open_request) -> None:
+    """The slow view takes minutes and the time limit is 5 s: the query must stop when the client leaves."""
+    engine = live.app.state.runtime.project.engine
+    before = engine.cancelled
+    sock = open_request()
+    time.sleep(0.5)  # the warehouse query is running
+    assert engine.cancelled == before
+    dropped = time.monotonic()
+    sock.close()
+    assert _wait_for(lambda: engine.cancelled > before, 2.0), "the warehouse query was not interrupted"
+    assert time.monotonic() - dropped < 2.0  # the disconnect stopped it, not the 5 s time limit
+    time.sleep(0.3)
+    assert engine.cancelled == before + 1  # and no other query of the request was started after it
+    assert httpx.get(live.url + "/healthz", timeout=1).status_code == 200
+
+
+def test_a_graphql_client_that_disconnects_cancels_its_warehouse_query(slow_live):
+    _dropped_stops_the_query(slow_live, lambda: _post(slow_live.port, "/graphql", SLOW_GRAPHQL))
+
+
+def test_a_graphql_get_that_disconnects_cancels_too(slow_live):
+    path = "/graphql?" + urllib.parse.urlencode(SLOW_GRAPHQL)
+    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, path))
+
+
+def test_a_graphql_tree_that_disconnects_cancels_too(slow_live):
+    tree = {"query": '{ metricTree(root: "slow_dated_buckets", period: {start: "2025-01-01", end: "2025-01-31"}) '
+                     "{ root } }"}
+    _dropped_stops_the_query(slow_live, lambda: _post(slow_live.port, "/graphql", tree))
+
+
+def test_an_explorer_tree_client_that_disconnects_cancels_its_warehouse_query(slow_live):
+    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, SLOW_TREE))
+
+
+def test_an_explorer_drill_client_that_disconnects_cancels_too(slow_live):
+    drill = "/api/v1/drill?" + urllib.parse.urlencode(
+        {"metric": "slow_dated_buckets", "start": "2025-01-01", "end": "2025-01-31"})
+    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, drill))
+
+
+def test_a_client_that_stays_gets_its_answer(live):
+    """The disconnect watch must not cancel a client that is still there (a normal GraphQL and tree answer)."""
+    graphql = httpx.post(live.url + "/graphql", json={"query": "{ query { revenue } }"}, timeout=30)
+    assert graphql.status_code == 200 and "errors" not in graphql.json()
+    assert graphql.json()["data"]["query"][0]["revenue"] > 0
+    tree = httpx.get(live.url + "/api/v1/tree", params={"root": "revenue", "start": "2025-01-01",
+                                                        "end": "2025-01-31"}, timeout=30)
+    assert tree.status_code == 200, tree.text
+    assert tree.json()["nodes"]
+
+
+def test_a_cancelled_request_starts_no_further_query(live):
+    """Once cancelled, the next query of a multi-query request is refused before it is even planned."""
+    import datetime as dt
+
+    from semantic.metrics import explore
+    from server.explore import _Cancellable
+
+    project = live.app.state.runtime.project
+    cancel = Cancel()
+    cancel()
+    logged = len(project.query_log.entries())
+    with pytest.raises(QueryCancelled):
+        explore.tree_values(_Cancellable(project, cancel), "revenue",
+                            explore.Period(dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
+    assert len(project.query_log.entries()) == logged
+
+
+# ------------------------------------------------------------------ PostgreSQL reads in batches
+
+needs_pg = pytest.mark.skipif(not os.environ.get("PHLOEM_PG_DSN"), reason="needs PostgreSQL at PHLOEM_PG_DSN")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from semantic.engines.postgres import PostgresEngine
+
+    engine = PostgresEngine(os.environ["PHLOEM_PG_DSN"])
+    yield engine
+    engine.close()
+
+
+@needs_pg
+def test_postgresql_refuses_an_answer_over_the_limit_after_about_the_limit(pg):
+    from semantic.limits import ResultTooLarge
+
+    wide = "select g, repeat('x', 100) as pad from generate_series(1, 5000000) as g"  # ~600 MB in the client
+    before, started = _rss_mb(), time.monotonic()
+    with pytest.raises(ResultTooLarge, match="more than 1,000 rows"):
+        pg.arrow(wide, limits=Limits(rows=1000, bytes=None))
+    took, grew = time.monotonic() - started, _rss_mb() - before
+    assert took < 3, f"refusing took {took:.1f} s: the whole answer was read"
+    assert grew < 50, f"the process grew by {grew:.0f} MB: the whole answer was fetched"
+    assert pg.arrow("select 1 as one").num_rows == 1  # the pooled connection is still good
+
+
+@needs_pg
+def test_postgresql_batched_answer_equals_the_whole_one(pg):
+    sql = ("select g, g::numeric / 7 as share, 'n' || g as label, date '2025-01-01' + g as day, "
+           "case when g % 3 = 0 then null else g end as sometimes from generate_series(1, 30000) as g order by g")
+    batched = pg.arrow(sql, limits=Limits(rows=100000, bytes=None))
+    whole = pg.arrow(sql)
+    assert batched.num_rows == 30000 and batched.equals(whole)
+    assert pg.arrow("select 1 as one where false", limits=Limits()).num_rows == 0
+    with pytest.raises(Exception, match="more than"):
+        pg.arrow("select * from generate_series(1, 100)", limits=Limits(rows=None, bytes=100))
+
+
+@needs_pg
+def test_postgresql_batched_reading_still_cancels_and_times_out(pg):
+    import threading
+
+    from semantic.errors import QueryTimeout
+
+    cancel = Cancel()
+    threading.Timer(0.3, cancel).start()
+    started = time.monotonic()
+    with pytest.raises(QueryCancelled):
+        pg.arrow("select pg_sleep(10)", limits=Limits(), cancel=cancel)
+    assert time.monotonic() - started < 3
+    with pytest.raises(QueryTimeout):
+        pg.arrow("select pg_sleep(10)", timeout=0.3, limits=Limits())
+    already = Cancel()
+    already()
+    with pytest.raises(QueryCancelled):
+        pg.arrow("select pg_sleep(10)", limits=Limits(), cancel=already)
+    assert pg.arrow("select 1 as one", limits=Limits()).num_rows == 1
