@@ -34,9 +34,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 from sqlglot import exp
 
-from semantic.engines.pgarrow import TEXT_LOADED, to_arrow
+from semantic.engines.pgarrow import TEXT_LOADED, column_array, to_arrow
 from semantic.errors import BuildError, QueryError, QueryTimeout, WarehouseError
-from semantic.limits import BATCH_ROWS, Cancel, Limits, QueryCancelled
+from semantic.limits import BATCH_ROWS, NO_LIMITS, Cancel, Limits, QueryCancelled
 
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
 READER_ROLE = "phloem_reader"
@@ -93,6 +93,28 @@ class RejectedQuery(WarehouseError, QueryError):
 
     def __init__(self, message: str, suggestion: str = ""):
         QueryError.__init__(self, message, suggestion)
+
+
+# rows libpq hands over at a time (chunked rows need libpq 17; before it, one by one: slower, still bounded)
+STREAM_SIZE = BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
+
+
+def _joined(description, batches: list[pa.Table]) -> pa.Table:
+    """One table of the batches; a column whose type each batch inferred from its own values (numeric without a
+    scale, arrays) and that differs between them is built again from all its values, as from the whole answer."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0].schema
+    if all(b.schema.equals(first) for b in batches[1:]):
+        return pa.concat_tables(batches)
+    columns = []
+    for i, column in enumerate(description):
+        parts = [b.column(i) for b in batches]
+        if all(p.type.equals(parts[0].type) for p in parts):
+            columns.append(pa.chunked_array([c for p in parts for c in p.chunks], parts[0].type))
+        else:
+            columns.append(pa.chunked_array([column_array(column, [v for p in parts for v in p.to_pylist()])]))
+    return pa.Table.from_arrays(columns, names=first.names)
 
 
 @contextmanager
@@ -359,33 +381,62 @@ class PostgresEngine:
               limits: Limits | None = None, cancel: Cancel | None = None) -> pa.Table:
         """Run a client query on a pooled reader connection (safe across threads) and return Arrow; PostgreSQL
         cancels it after `timeout` s (QueryTimeout) or when `cancel` is called (QueryCancelled); past `limits`,
-        ResultTooLarge (rows are counted as they are fetched, before any becomes Arrow)."""
+        ResultTooLarge (the answer is read and counted in batches: at most the limit and one batch are fetched)."""
         client = self.client_reads is not None
         if client:
             self._ensure_readers()
+        if cancel is not None:
+            cancel.check()  # the client already went away: not started
         with self._reader(client) as conn, conn.cursor() as cur, _server_errors(timeout, client=True, cancel=cancel):
             self._limit(conn, timeout, always=client)
             unbind = cancel.bind(conn.cancel) if cancel is not None else None
             try:
-                self._run(cur, query, params)
+                table = self._streamed(cur, query, params, limits or NO_LIMITS)
+            except BaseException:
+                if client and self._changed(conn):
+                    conn.close()
+                raise
             finally:
                 if unbind:
                     unbind()
-            # the server reports these when a statement changes them (set_config): such a connection is never reused
-            if client and (conn.info.parameter_status("is_superuser") != "off"
-                           or conn.info.parameter_status("default_transaction_read_only") != "on"):
+            if client and self._changed(conn):
                 conn.close()
                 raise WarehouseError("PostgreSQL: the query changed its connection's role or read-only setting; "
                                      "its answer was withheld")
-            if cur.description is None:
-                return pa.table({})
-            if limits is None:
-                return to_arrow(cur.description, cur.fetchall())
-            rows = []
-            while chunk := cur.fetchmany(BATCH_ROWS):
-                rows += chunk
-                limits.check(len(rows), 0)
-            return limits.check_table(to_arrow(cur.description, rows))
+            return table
+
+    @staticmethod
+    def _changed(conn: psycopg.Connection) -> bool:
+        """The server reports these when a statement changes them (set_config): such a connection is never reused."""
+        return not conn.closed and (conn.info.parameter_status("is_superuser") != "off"
+                                    or conn.info.parameter_status("default_transaction_read_only") != "on")
+
+    def _streamed(self, cur: psycopg.Cursor, query: str | exp.Expression,
+                  params: list | None, limits: Limits) -> pa.Table:
+        """The answer read in batches of BATCH_ROWS (libpq's chunked rows: the whole result is never in the
+        client), each made Arrow and counted against `limits` as it comes; past them the query is cancelled."""
+        text = self.sql(query)
+        rows = cur.stream(paramstyle(text) if params is not None else text, params, size=STREAM_SIZE)
+        batches, batch, nrows, nbytes = [], [], 0, 0
+        try:
+            for row in rows:
+                batch.append(row)
+                if len(batch) == BATCH_ROWS:
+                    table = to_arrow(cur.description, batch)
+                    nrows, nbytes, batch = nrows + table.num_rows, nbytes + table.nbytes, []
+                    limits.check(nrows, nbytes)
+                    batches.append(table)
+        finally:
+            rows.close()  # abandoned early: psycopg cancels the statement and drains the connection
+        if not batch and not batches:  # psycopg keeps no description of an empty stream: the columns, unrun
+            columns = f"select * from ({text.rstrip().rstrip(';')}\n) as _q limit 0"
+            cur.execute(columns if params is None else paramstyle(columns), params)
+            return to_arrow(cur.description, [])
+        if batch:
+            table = to_arrow(cur.description, batch)
+            limits.check(nrows + table.num_rows, nbytes + table.nbytes)
+            batches.append(table)
+        return _joined(cur.description, batches)
 
     def rows(self, query: str | exp.Expression, params: list | None = None) -> list[tuple]:
         with self._reader() as conn, conn.cursor() as cur, _server_errors():

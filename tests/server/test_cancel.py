@@ -165,10 +165,26 @@ def test_postgresql_refuses_an_answer_over_the_limit_after_about_the_limit(pg):
     from semantic.limits import ResultTooLarge
 
     wide = "select g, repeat('x', 100) as pad from generate_series(1, 5000000) as g"  # ~600 MB in the client
-    before, started = _rss_mb(), time.monotonic()
-    with pytest.raises(ResultTooLarge, match="more than 1,000 rows"):
-        pg.arrow(wide, limits=Limits(rows=1000, bytes=None))
-    took, grew = time.monotonic() - started, _rss_mb() - before
+    import threading
+
+    before, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample():  # the peak while it runs: a result fetched whole is freed again before arrow() returns
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ResultTooLarge, match="more than 1,000 rows"):
+            pg.arrow(wide, limits=Limits(rows=1000, bytes=None))
+    finally:
+        took = time.monotonic() - started
+        done.set()
+        sampler.join()
+    grew = peak[0] - before
     assert took < 3, f"refusing took {took:.1f} s: the whole answer was read"
     assert grew < 50, f"the process grew by {grew:.0f} MB: the whole answer was fetched"
     assert pg.arrow("select 1 as one").num_rows == 1  # the pooled connection is still good
@@ -176,13 +192,26 @@ def test_postgresql_refuses_an_answer_over_the_limit_after_about_the_limit(pg):
 
 @needs_pg
 def test_postgresql_batched_answer_equals_the_whole_one(pg):
-    sql = ("select g, g::numeric / 7 as share, 'n' || g as label, date '2025-01-01' + g as day, "
-           "case when g % 3 = 0 then null else g end as sometimes from generate_series(1, 30000) as g order by g")
-    batched = pg.arrow(sql, limits=Limits(rows=100000, bytes=None))
-    whole = pg.arrow(sql)
-    assert batched.num_rows == 30000 and batched.equals(whole)
-    assert pg.arrow("select 1 as one where false", limits=Limits()).num_rows == 0
-    with pytest.raises(Exception, match="more than"):
+    """Read in batches, an answer is the one the whole result gives at once (psycopg's fetchall, then Arrow) —
+    also for a numeric without a declared scale whose scale differs between batches."""
+    import psycopg
+
+    from semantic.engines.pgarrow import to_arrow
+    from semantic.limits import BATCH_ROWS, ResultTooLarge
+
+    sql = ("select g, 'n' || g as label, date '2025-01-01' + g as day, case when g % 3 = 0 then null else g end "
+           f"as sometimes, case when g <= {BATCH_ROWS} then g::numeric else g::numeric / 8 end as share "
+           "from generate_series(1, 30000) as g order by g")
+    with psycopg.connect(os.environ["PHLOEM_PG_DSN"], autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        whole = to_arrow(cur.description, cur.fetchall())
+    for limits in (Limits(rows=100000, bytes=None), None):
+        batched = pg.arrow(sql, limits=limits)
+        assert batched.num_rows == 30000 and batched.schema.equals(whole.schema) and batched.equals(whole)
+    assert whole.schema.field("share").type.scale > 0  # while the first batch alone inferred scale 0
+    empty = pg.arrow("select 1 as one where false", limits=Limits())
+    assert empty.num_rows == 0 and empty.column_names == ["one"]
+    with pytest.raises(ResultTooLarge, match="larger than 100 bytes"):
         pg.arrow("select * from generate_series(1, 100)", limits=Limits(rows=None, bytes=100))
 
 
