@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import inspect
 import logging
 import os
 import re
@@ -95,8 +96,9 @@ class RejectedQuery(WarehouseError, QueryError):
         QueryError.__init__(self, message, suggestion)
 
 
-# rows libpq hands over at a time (chunked rows need libpq 17; before it, one by one: slower, still bounded)
-STREAM_SIZE = BATCH_ROWS if psycopg.pq.version() >= 170000 else 1
+# rows libpq hands over at a time (chunked rows need libpq 17 and psycopg 3.2; before, one by one: slower, bounded)
+CHUNKED = {"size": BATCH_ROWS} if psycopg.pq.version() >= 170000 and "size" in inspect.signature(
+    psycopg.Cursor.stream).parameters else {}
 
 
 def _joined(description, batches: list[pa.Table]) -> pa.Table:
@@ -416,7 +418,7 @@ class PostgresEngine:
         """The answer read in batches of BATCH_ROWS (libpq's chunked rows: the whole result is never in the
         client), each made Arrow and counted against `limits` as it comes; past them the query is cancelled."""
         text = self.sql(query)
-        rows = cur.stream(paramstyle(text) if params is not None else text, params, size=STREAM_SIZE)
+        rows = cur.stream(paramstyle(text) if params is not None else text, params, **CHUNKED)
         batches, batch, nrows, nbytes = [], [], 0, 0
         try:
             for row in rows:
