@@ -114,9 +114,21 @@ def _joined(description, batches: list[pa.Table]) -> pa.Table:
         parts = [b.column(i) for b in batches]
         if all(p.type.equals(parts[0].type) for p in parts):
             columns.append(pa.chunked_array([c for p in parts for c in p.chunks], parts[0].type))
+        elif all(pa.types.is_decimal(p.type) for p in parts):
+            columns.append(_widened(parts))
         else:
             columns.append(pa.chunked_array([column_array(column, [v for p in parts for v in p.to_pylist()])]))
     return pa.Table.from_arrays(columns, names=first.names)
+
+
+def _widened(parts: list[pa.ChunkedArray]) -> pa.ChunkedArray:
+    """Decimal batches of different scales at the largest one, in 38 digits when every value fits (the type the
+    whole answer infers), else 76; exact, and no Python object per value."""
+    scale = max(p.type.scale for p in parts)
+    try:
+        return pa.chunked_array([p.cast(pa.decimal128(38, scale)) for p in parts])
+    except pa.ArrowInvalid:
+        return pa.chunked_array([p.cast(pa.decimal256(76, scale)) for p in parts])
 
 
 @contextmanager
