@@ -118,7 +118,7 @@ def test_a_client_that_stays_gets_its_answer(live):
     """The disconnect watch must not cancel a client that is still there (a normal GraphQL and tree answer)."""
     graphql = httpx.post(live.url + "/graphql", json={"query": "{ query { revenue } }"}, timeout=30)
     assert graphql.status_code == 200 and "errors" not in graphql.json()
-    assert graphql.json()["data"]["query"][0]["revenue"] > 0
+    assert float(graphql.json()["data"]["query"][0]["revenue"]) > 0  # money: a Decimal, written as a string
     tree = httpx.get(live.url + "/api/v1/tree", params={"root": "revenue", "start": "2025-01-01",
                                                         "end": "2025-01-31"}, timeout=30)
     assert tree.status_code == 200, tree.text
