@@ -1,8 +1,15 @@
-"""Library errors to HTTP, translated once: 400 bad query, 422 malformed input, 503 warehouse, 504 timeout."""
+"""Library errors to HTTP, translated once: 400 bad query, 422 malformed input, 503 warehouse, 504 timeout.
+
+What a client reads is the library's message and suggestion, or for a warehouse error a message in our words:
+never the SQL we generated, a file path, a Python or driver class name, or a traceback. Failures that are not
+the client's (503, 500) carry an error id; the server log has the detail under that id.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 
 import duckdb
 import orjson
@@ -16,9 +23,43 @@ from semantic.limits import ResultTooLarge
 
 log = logging.getLogger("phloem.server")
 
+TYPES_HINT = "check the types of filter values against the dimensions in /api/v1/meta"
+# DuckDB and PostgreSQL refusals, said in our words ({0}, {1}: the groups); anything else gets a generic sentence
+WAREHOUSE_SAYS = [
+    (re.compile(r"Cannot compare values of type (\w+) and type (\w+)"), "cannot compare a {0} with a {1}"),
+    (re.compile(r"Could not convert string '(.{0,60})' to (\w+)"), "`{0}` is not a valid {1}"),
+    (re.compile(r"Could not convert (?:string )?(.{0,60}) to (\w+)"), "{0} is not a valid {1}"),
+    (re.compile(r"invalid input syntax for type ([\w ]+): \"(.{0,60})\""), "`{1}` is not a valid {0}"),
+    (re.compile(r"No function matches the given name and argument types '([^'(]+)\("),
+     "`{0}` does not take arguments of these types"),
+    (re.compile(r"(?:Scalar |Table |Aggregate )?Function with name \"?(\w+)\"? does not exist"), "unknown function `{0}`"),
+    (re.compile(r"function (\w+)\([^)]*\) does not exist"), "no function `{0}` takes arguments of these types"),
+    (re.compile(r"operator does not exist: ([\w ]+?) (\S+) ([\w ]+)"), "cannot apply `{1}` to a {0} and a {2}"),
+    (re.compile(r"argument of (\w+) must be type boolean"), "the {0} condition is not a true/false expression"),
+    (re.compile(r"Cannot mix values of type (\w+) and (\w+)"), "cannot mix {0} and {1} values"),
+    (re.compile(r"Overflow in .{0,40}|out of range|Out of Range", re.I), "a number is out of range"),
+    (re.compile(r"[Dd]ivision by zero"), "division by zero"),
+]
+OPERATORS = {"~~": "LIKE", "!~~": "NOT LIKE", "~~*": "ILIKE", "!~~*": "NOT ILIKE"}
+
 
 def body(kind: str, message: str, suggestion: str = "", **extra) -> dict:
     return {"error": {"type": kind, "message": message, "suggestion": suggestion, **extra}}
+
+
+def error_id() -> str:
+    return secrets.token_hex(6)
+
+
+def warehouse_refusal(e: BaseException) -> str:
+    """What the warehouse refused in this query, in our words: its types and function names, not its text."""
+    text = str(getattr(getattr(e, "diag", None), "message_primary", None) or e)
+    for pattern, sentence in WAREHOUSE_SAYS:
+        found = pattern.search(text)
+        if found:
+            parts = [OPERATORS.get(g, g).replace("_LITERAL", "").lower() if g else "" for g in found.groups()]
+            return "the warehouse rejected the query: " + sentence.format(*parts)
+    return "the warehouse rejected the query"
 
 
 def status_of(e: BaseException) -> tuple[int, dict]:
@@ -26,22 +67,35 @@ def status_of(e: BaseException) -> tuple[int, dict]:
     if isinstance(e, ResultTooLarge):
         return 400, body("limit", e.message, e.suggestion, limit=e.limit)
     if isinstance(e, QueryError):
-        return 400, body("query", e.message, e.suggestion)
+        return 400, body("query", e.message, e.suggestion or "see /api/v1/meta for the model's names")
     if isinstance(e, QueryTimeout):
         return 504, body("timeout", str(e), "narrow the time range or filters, or ask for a coarser grain")
     if isinstance(e, ModelError):
-        return 500, body("model", "the model has problems", "", problems=[str(p) for p in e.problems])
+        return 500, body("model", "the model has problems", "fix the model files and reload",
+                         problems=[str(p) for p in e.problems])
+    if isinstance(e, RecursionError):  # only a deeply nested request recurses this far
+        return 400, body("query", "the request is nested too deeply", "write it with fewer nested parentheses")
+    if isinstance(e, OverflowError):  # a client's date or number past what Python or the warehouse can hold
+        return 400, body("query", "a date or number in the request is out of range",
+                         "use dates from 0001-01-01 to 9999-12-31 (with room for a comparison period) and "
+                         "numbers of ordinary size")
     if isinstance(e, duckdb.ProgrammingError | duckdb.DataError | psycopg.ProgrammingError | psycopg.DataError):
         # the warehouse understood and refused this query (a type mismatch in a filter, say): the client's to fix
-        return 400, body("query", f"the warehouse rejected the query: {str(e).splitlines()[0]}",
-                         "check the types of filter values against the dimensions in /api/v1/meta")
+        ref = error_id()
+        log.info("warehouse refused a query [%s]: %s", ref, e)
+        return 400, body("query", warehouse_refusal(e), TYPES_HINT, id=ref)
     if isinstance(e, WarehouseError | BuildError | duckdb.Error | psycopg.Error):
-        return 503, body("warehouse", str(e).splitlines()[0] if str(e) else type(e).__name__,
-                         "the warehouse failed; retry, or check that it is up and the project is built")
+        ref = error_id()
+        log.error("warehouse error [%s]: %s: %s", ref, type(e).__name__, e)
+        return 503, body("warehouse", f"the warehouse failed (error id {ref})",
+                         "retry, or check that the warehouse is up and the project is built; the server log "
+                         "has the details under this id", id=ref)
     if isinstance(e, PhloemError):
-        return 400, body("query", str(e))
-    log.exception("unexpected error")
-    return 500, body("internal", "internal error", "the server log has the details")
+        return 400, body("query", str(e), "see /api/v1/meta for the model's names")
+    ref = error_id()
+    log.error("unexpected error [%s]", ref, exc_info=e)
+    return 500, body("internal", f"internal error (error id {ref})", "the server log has the details under this id",
+                     id=ref)
 
 
 def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:

@@ -1,10 +1,10 @@
 """Request-scoped bookkeeping and error translation for the GraphQL door.
 
 Every answer the library gives during one operation is recorded, and the response carries
-`extensions.phloem = {cached, sql, tables}` (`tables`: per metric query, the table each leaf read — a rollup
-or the view's own — and why every other candidate rollup was not used). Library errors become GraphQL errors once, here, with
-`extensions.code` (BAD_QUERY, TIMEOUT, WAREHOUSE_ERROR, MODEL_ERROR, INTERNAL_SERVER_ERROR) and
-never a stack trace.
+`extensions.phloem = {cached}`; an operation marked `@explain` also gets `sql` and `tables` (per metric query,
+the SQL it sent or would send, and the table each leaf read — a rollup or the view's own — and why every other
+candidate rollup was not used). Library errors become GraphQL errors once, here, with `extensions.code`
+(BAD_QUERY, TIMEOUT, WAREHOUSE_ERROR, MODEL_ERROR, INTERNAL_SERVER_ERROR) and never a stack trace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError
+import strawberry
+from graphql import DirectiveLocation, GraphQLDirective, GraphQLError, OperationDefinitionNode
 from strawberry.extensions import SchemaExtension
 
 from semantic.project.project import Answer
@@ -42,8 +43,30 @@ def record(answer: Answer) -> None:
         trace.answers.append(answer)
 
 
+# declared in graphql-core, not as a strawberry directive: strawberry's directive runner would take over every
+# resolver and clash with arguments named `root` (metricTree's)
+EXPLAIN = GraphQLDirective(
+    "explain", locations=[DirectiveLocation.QUERY],
+    description="Add the SQL each metric query sent (or would send) to the warehouse, and the tables it read, "
+                "to `extensions.phloem`: `query @explain { … }`.")
+
+
+def with_explain(schema: strawberry.Schema) -> strawberry.Schema:
+    """`schema` accepting `query @explain { … }`."""
+    schema._schema.directives = (*schema._schema.directives, EXPLAIN)
+    return schema
+
+
+def explained(document, operation_name: str | None) -> bool:
+    """Whether the operation being run carries `@explain`."""
+    operations = [d for d in getattr(document, "definitions", ()) if isinstance(d, OperationDefinitionNode)]
+    chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
+    return any(d.name.value == "explain" for o in chosen[:1] for d in o.directives or ())
+
+
 class PhloemExtension(SchemaExtension):
-    """Adds `extensions.phloem` when the operation ran metric queries; gives every error a `code`."""
+    """Adds `extensions.phloem` when the operation ran metric queries (with SQL under `@explain`); gives every
+    error a `code`."""
 
     def on_operation(self) -> Iterator[None]:
         self.trace = Trace()
@@ -58,13 +81,22 @@ class PhloemExtension(SchemaExtension):
                 code = "GRAPHQL_PARSE_FAILED" if type(error).__name__ == "GraphQLSyntaxError" else (
                     "GRAPHQL_VALIDATION_FAILED" if error.path is None else "INTERNAL_SERVER_ERROR")
                 error.extensions = {**(error.extensions or {}), "code": code}
+            original = error.original_error
+            if original is not None and not isinstance(original, GraphQLError):
+                # raised outside `translated` (a field's value, say): its text is not for the client
+                _, body = status_of(original)
+                error.message = body["error"]["message"]
+                error.extensions = {**error.extensions, "suggestion": body["error"]["suggestion"]}
 
     def get_results(self) -> dict[str, Any]:
         answers = self.trace.answers
         if not answers:
             return {}
-        return {"phloem": {"cached": all(a.cached for a in answers), "sql": [a.compiled.sql for a in answers],
-                           "tables": [a.compiled.plan.tables() for a in answers]}}
+        out = {"cached": all(a.cached for a in answers)}
+        context = self.execution_context
+        if explained(context.graphql_document, context.operation_name):  # SQL only when asked for
+            out |= {"sql": [a.compiled.sql for a in answers], "tables": [a.compiled.plan.tables() for a in answers]}
+        return {"phloem": out}
 
 
 def translated(resolver: Callable) -> Callable:

@@ -33,7 +33,7 @@ from semantic.project.model import GRAINS
 from semantic.project.project import Answer, Project
 from semantic.query.query import make_query
 from server.graphql import types as t
-from server.graphql.extension import PhloemExtension, log_errors, record, translated
+from server.graphql.extension import PhloemExtension, log_errors, record, translated, with_explain
 from server.graphql.names import Catalog, DimensionField, MetricField, catalog, order_grains
 from server.graphql.where import compile_where
 
@@ -162,7 +162,7 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
         "meta": (t.Meta, strawberry.field(resolver=resolve_meta, name="meta", description=META_DOC)),
     })
     config = StrawberryConfig(default_resolver=_read, scalar_map=t.SCALARS)
-    return PhloemSchema(query=query, config=config, extensions=[PhloemExtension])
+    return with_explain(PhloemSchema(query=query, config=config, extensions=[PhloemExtension]))
 
 
 # ---------------------------------------------------------------- the selection set is the query

@@ -26,6 +26,11 @@ def parse(sql: str, params: Sequence | None = None) -> exp.Query:
     except (ParseError, TokenError) as e:  # where it stopped, never sqlglot's wording (it names its classes)
         raise QueryError(f"the SQL does not parse{parse_error_position(e)}",
                          "semantic SQL is PostgreSQL syntax: SELECT … FROM <view or metrics> …") from None
+    except RecursionError:
+        raise QueryError("the SQL is nested too deeply", "write it with fewer nested parentheses") from None
+    except Exception:  # noqa: BLE001 - sqlglot itself trips on some malformed text (`a ->`): still the text's fault
+        raise QueryError("the SQL does not parse", "semantic SQL is PostgreSQL syntax: SELECT … FROM <view or "
+                         "metrics> …") from None
     if not statements:
         raise QueryError("no SQL statement given", "send one SELECT")
     if len(statements) > 1:
