@@ -59,6 +59,8 @@ def _default(value):
         return orjson.Fragment(_digits(value))
     if isinstance(value, dt.date | dt.datetime | dt.time):
         return value.isoformat()
+    if isinstance(value, bytes):  # a BLOB, written as PostgreSQL writes bytea: \x and hex
+        return "\\x" + value.hex()
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 

@@ -17,6 +17,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from semantic.errors import BuildError, ModelError, PhloemError, QueryError, QueryTimeout, WarehouseError
 from semantic.limits import ResultTooLarge
@@ -114,10 +115,15 @@ def install(app: FastAPI) -> None:
         return json_response(body("validation", f"invalid field `{first['field']}`: {first['message']}",
                                   "see /docs for the request schema", fields=fields), 422)
 
+    @app.exception_handler(HTTPException)
+    async def refused(_: Request, e: HTTPException) -> Response:  # 404, 405 …: the same error shape as the rest
+        hint = "see /docs for the endpoints and their methods" if e.status_code in (404, 405) else "see /docs"
+        return json_response(body("http", str(e.detail), hint), e.status_code, getattr(e, "headers", None))
+
     async def translate(_: Request, e: Exception) -> Response:
         status, content = status_of(e)
         return json_response(content, status)
 
     # the errors a request can cause are answered here; anything else is logged once and answered 500
-    for kind in (PhloemError, duckdb.Error, psycopg.Error, Exception):
+    for kind in (PhloemError, duckdb.Error, psycopg.Error, OverflowError, RecursionError, Exception):
         app.add_exception_handler(kind, translate)

@@ -47,8 +47,8 @@ CompareEnd = Annotated[dt.date | None, Param(description="Last day of a custom c
 class WhatIfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(examples=["profit"])
-    start: dt.date = Field(examples=["2025-11-01"])
-    end: dt.date = Field(examples=["2025-11-30"])
+    start: dt.date = Field(examples=["2025-11-01"], strict=True)  # strict: a number is not a date
+    end: dt.date = Field(examples=["2025-11-30"], strict=True)
     where: list[str] = Field(default_factory=list, description="SQL booleans over dimension names.")
     changes: dict[str, float] = Field(min_length=1, examples=[{"cogs": -5.0}],
                                       description="Metric → change in percent (-5.0 = 5 % less).")

@@ -15,6 +15,7 @@ from sqlglot import exp
 from semantic.errors import QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
 from semantic.project.model import GRAINS, Conversion, Cumulative, Measure, Metric
+from semantic.query.filter_types import check_literal_types
 from semantic.query.filters import check_filter, column_text, parse_filter
 from semantic.query.graph import METRIC_TIME, DimRef, Hop, SemanticGraph
 from semantic.query.match import Candidate, Matcher, RollupUse, duration_parts
@@ -269,7 +270,13 @@ class Planner:
             else:
                 resolve(f.dimension)
                 exprs.append(check_filter(structured_filter(f)))  # its values are literals; checked all the same
+        for tree in exprs:
+            check_literal_types(tree, lambda name: self._dim_type(refs[name]) if name in refs else None)
         return exprs, list(refs.values())
+
+    def _dim_type(self, ref: DimRef) -> str:
+        return "time" if ref.view is None else self.graph.dims[ref.candidates[0] if ref.candidates else ref.view][
+            ref.name].type
 
     def _route(self, leaf: Leaf) -> None:
         """Check every dimension and filter is reachable from the leaf's view; record the joins needed."""

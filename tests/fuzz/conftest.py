@@ -5,11 +5,12 @@ it without leaking internals."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from hostile import CASES
+from hostile import CASES, CPU
 
 from semantic.demo import create
 
@@ -76,9 +77,20 @@ def client(app):
     c.close()
 
 
+@pytest.fixture(autouse=True)
+def cpu_time(request):
+    """CPU seconds of each fuzz test (all threads: the app's work included), for the summary."""
+    started = time.process_time()
+    yield
+    CPU[request.node.name] += time.process_time() - started
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if CASES:
-        lines = [f"  {name}: {n:,}" for name, n in sorted(CASES.items())]
-        terminalreporter.write_line(f"fuzz cases per endpoint (total {sum(CASES.values()):,}, none answered 5xx):")
-        for line in lines:
-            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"fuzz cases per endpoint (total {sum(CASES.values()):,}; a failed test above "
+                                    "names any 5xx):")
+        for name, n in sorted(CASES.items()):
+            terminalreporter.write_line(f"  {name}: {n:,}")
+        terminalreporter.write_line(f"fuzz CPU seconds (total {sum(CPU.values()):.1f}):")
+        for name, seconds in sorted(CPU.items(), key=lambda x: -x[1]):
+            terminalreporter.write_line(f"  {name}: {seconds:.1f}")
