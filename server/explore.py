@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from semantic.limits import Cancel
 from semantic.metrics import explore
@@ -44,11 +44,20 @@ CompareStart = Annotated[dt.date | None, Param(description="First day of a custo
 CompareEnd = Annotated[dt.date | None, Param(description="Last day of a custom comparison period (included).")]
 
 
+def _not_a_number(value):
+    if isinstance(value, int | float):  # pydantic would read 0 as 1970-01-01
+        raise ValueError("a date (YYYY-MM-DD) is expected")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(_not_a_number)]
+
+
 class WhatIfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(examples=["profit"])
-    start: dt.date = Field(examples=["2025-11-01"], strict=True)  # strict: a number is not a date
-    end: dt.date = Field(examples=["2025-11-30"], strict=True)
+    start: Day = Field(examples=["2025-11-01"])
+    end: Day = Field(examples=["2025-11-30"])
     where: list[str] = Field(default_factory=list, description="SQL booleans over dimension names.")
     changes: dict[str, float] = Field(min_length=1, examples=[{"cogs": -5.0}],
                                       description="Metric → change in percent (-5.0 = 5 % less).")

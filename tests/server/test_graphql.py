@@ -432,7 +432,9 @@ def test_metric_tree_values_and_changes_against_direct_queries(schema, project):
     profit = tree["nodes"][0]
     assert profit["field"] == "profit" and profit["kind"] == "derived" and profit["formula"] == "net_revenue - costs"
     assert profit["depth"] == 2 and profit["format"] == "currency" and profit["good"] == "up"
-    assert len(out["extensions"]["phloem"]["sql"]) == 2  # one metric query per period
+    explained = run(schema, TREE.replace(") {", ") @explain {", 1), root="profit", period=period)
+    assert len(explained["extensions"]["phloem"]["sql"]) == 2  # one metric query per period
+    assert "sql" not in out["extensions"]["phloem"]  # only under @explain
 
 
 def test_metric_tree_with_a_comparison_a_filter_and_a_field_name(schema, project):
@@ -570,7 +572,8 @@ def test_a_query_past_the_time_limit_is_cancelled(project):
 
 
 def test_cache_status_and_sql_in_extensions(schema, project):
-    text = '{ query(where: {country: {equals: "NL"}, channel: {equals: "app"}}) { revenue metricTime { quarter } } }'
+    text = ('query @explain { query(where: {country: {equals: "NL"}, channel: {equals: "app"}}) '
+            '{ revenue metricTime { quarter } } }')
     first, second = run(schema, text), run(schema, text)
     assert first["data"] == second["data"]
     assert first["extensions"]["phloem"]["cached"] is False and second["extensions"]["phloem"]["cached"] is True
@@ -578,7 +581,8 @@ def test_cache_status_and_sql_in_extensions(schema, project):
                                filters=[{"dimension": "channel", "op": "=", "values": ["app"]},
                                         {"dimension": "country", "op": "=", "values": ["NL"]}])
     assert first["extensions"]["phloem"]["sql"] == [compiled.sql]
-    both = run(schema, "{ a: query { orders } b: query { signups } }")
+    assert set(run(schema, text.replace(" @explain", ""))["extensions"]["phloem"]) == {"cached"}  # no SQL unasked
+    both = run(schema, "query @explain { a: query { orders } b: query { signups } }")
     assert len(both["extensions"]["phloem"]["sql"]) == 2
     assert "extensions" not in run(schema, "{ meta { project } }")  # no metric query, nothing to report
 
@@ -653,7 +657,9 @@ def test_http_post_equals_the_python_api(http):
                                         dimensions=["metric_time__year"], filters=["country in ('US', 'GB')"],
                                         order_by=["metric_time__year"]),
               {"revenue": "revenue", "orders": "orders", "metricTime.year": "metric_time__year"}, ordered=True)
-    assert isinstance(out["extensions"]["phloem"]["cached"], bool) and out["extensions"]["phloem"]["sql"]
+    assert isinstance(out["extensions"]["phloem"]["cached"], bool) and "sql" not in out["extensions"]["phloem"]
+    explained = http.client.post("/graphql", json={**body, "query": body["query"].replace(") {", ") @explain {", 1)})
+    assert explained.json()["extensions"]["phloem"]["sql"]
 
 
 def test_http_errors(http):
@@ -683,12 +689,12 @@ def test_http_reload_swaps_the_schema_without_restarting(http):
 
 
 def test_extensions_name_the_tables_each_query_read(schema, project):
-    out = run(schema, "{ query { revenue channel metricTime { month } } }")
+    out = run(schema, "query @explain { query { revenue channel metricTime { month } } }")
     (tables,) = out["extensions"]["phloem"]["tables"]
     (leaf,) = tables
     assert leaf["rollup"] == "orders_monthly" and leaf["table"] == "phloem.orders_monthly"
     assert {"rollup": "buyers_weekly", "reason": "lacks dimension channel"} in leaf["rejected"]
     assert next(r for r in leaf["rejected"] if r["rollup"] == "orders_daily")["reason"].startswith("larger:")
-    raw = run(schema, "{ query { revenue acquisitionChannel } }")["extensions"]["phloem"]["tables"][0][0]
+    raw = run(schema, "query @explain { query { revenue acquisitionChannel } }")["extensions"]["phloem"]["tables"][0][0]
     assert raw["rollup"] is None and raw["table"] == "phloem.orders"
     assert {"rollup": "orders_monthly", "reason": "lacks dimension acquisition_channel"} in raw["rejected"]
