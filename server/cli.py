@@ -82,6 +82,10 @@ def user_errors() -> Iterator[None]:
     except PhloemError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except (duckdb.ProgrammingError, duckdb.DataError) as e:  # refused what was asked: said as the server says it
+        from server.errors import warehouse_refusal
+        err.print(f"[red]error:[/red] {escape(warehouse_refusal(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except duckdb.Error as e:
         if (lock := lock_of(e)) is not None:  # not opened through _open (which knows the project's server)
             err.print(f"[red]error:[/red] {escape(str(held_by_other(lock)))}", highlight=False, soft_wrap=True)

@@ -27,7 +27,7 @@ log = logging.getLogger("phloem.server")
 TYPES_HINT = "check the types of filter values against the dimensions in /api/v1/meta"
 # DuckDB and PostgreSQL refusals, said in our words ({0}, {1}: the groups); anything else gets a generic sentence
 WAREHOUSE_SAYS = [
-    (re.compile(r"Cannot compare values of type (\w+) and type (\w+)"), "cannot compare a {0} with a {1}"),
+    (re.compile(r"Cannot compare values of type (\w+) and type (\w+)"), "cannot compare {0} values with {1} values"),
     (re.compile(r"Could not convert string '(.{0,60})' to (\w+)"), "`{0}` is not a valid {1}"),
     (re.compile(r"Could not convert (?:string )?(.{0,60}) to (\w+)"), "{0} is not a valid {1}"),
     (re.compile(r"invalid input syntax for type ([\w ]+): \"(.{0,60})\""), "`{1}` is not a valid {0}"),

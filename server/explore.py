@@ -65,8 +65,8 @@ class WhatIfRequest(BaseModel):
                                                       "rule of GET /tree (`previous`, `year_ago`, `custom`). "
                                                       "Default: `custom` when compare dates are given, else "
                                                       "no comparison.")
-    compare_start: dt.date | None = Field(None, description="First day of a custom comparison period.")
-    compare_end: dt.date | None = Field(None, description="Last day of a custom comparison period (included).")
+    compare_start: Day | None = Field(None, description="First day of a custom comparison period.")
+    compare_end: Day | None = Field(None, description="Last day of a custom comparison period (included).")
 
 
 async def known_parameters(request: Request) -> None:

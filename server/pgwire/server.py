@@ -1157,7 +1157,10 @@ def notice_message(notice) -> bytes:
 
 def error_of(e: BaseException, canceled: bool) -> PgError:
     """Any error a statement raised, as the ErrorResponse fields PostgreSQL would send (no stack traces)."""
+    import duckdb
+
     from semantic.errors import PhloemError, QueryError, QueryTimeout, WarehouseError
+    from server.errors import error_id, warehouse_refusal
 
     if isinstance(e, PgError):
         return e
@@ -1172,9 +1175,14 @@ def error_of(e: BaseException, canceled: bool) -> PgError:
                        hint="narrow the time range or filters, or ask for a coarser grain")
     if isinstance(e, QueryError):
         return PgError(sqlstate or "42000", e.message, hint=e.suggestion)
-    if isinstance(e, WarehouseError):
-        text = str(e).splitlines()[0] if str(e) else "the warehouse failed"
-        return PgError(sqlstate or "58000", text)
+    if isinstance(e, WarehouseError | duckdb.Error) and not isinstance(e, duckdb.ProgrammingError | duckdb.DataError):
+        ref = error_id()  # the warehouse's own text stays in the log, under an id the client can quote
+        log.error("warehouse error [%s]: %s", ref, e)
+        return PgError(sqlstate or "58000", f"the warehouse failed (error id {ref})",
+                       hint="retry, or check that the warehouse is up; the server log has the details")
+    if isinstance(e, duckdb.ProgrammingError | duckdb.DataError):  # refused what the client asked: in our words
+        return PgError("22P02" if isinstance(e, duckdb.DataError) else "42804", warehouse_refusal(e),
+                       hint="check the types of values against the columns")
     if isinstance(e, PhloemError):
         return PgError(sqlstate or "42000", str(e).splitlines()[0] if str(e) else type(e).__name__)
     if sqlstate is not None and isinstance(getattr(e, "message", None), str):

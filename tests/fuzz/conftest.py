@@ -82,7 +82,7 @@ def cpu_time(request):
     """CPU seconds of each fuzz test (all threads: the app's work included), for the summary."""
     started = time.process_time()
     yield
-    CPU[request.node.name] += time.process_time() - started
+    CPU[request.node.originalname] += time.process_time() - started
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -9,12 +9,14 @@ import duckdb
 import pytest
 from hostile import leaks
 
-DEEP = "(" * 5000 + "country = 'US'" + ")" * 5000
+DEEP = "(" * 5000 + "channel = 'web'" + ")" * 5000  # past the length limit
+NESTED = "(" * 3000 + "channel = 'web'" + ")" * 3000  # within it, past the nesting limit
 # filter text -> words the message must contain
 FILTERS = {
     "'": "quote",
-    DEEP: "nested too deeply",
-    "1=1; drop table x": "one expression",
+    DEEP: "the limit is 10,000",
+    NESTED: "nests too deeply",
+    "1=1; drop table x": "not several statements",
     "nosuch_fn(channel) = 1": "nosuch_fn",
     "total > 'abc'": "total` is a number dimension",
     "ordered_at > 5": "ordered_at` is a time dimension",
@@ -115,3 +117,21 @@ def test_warehouse_failure_is_a_503_with_an_id_the_log_has(client, app, caplog):
     error = r.json()["error"]
     assert error["id"] in error["message"] and not leaks(r.text)
     assert any(error["id"] in m for m in caplog.messages)
+
+
+def test_pg_door_errors_say_what_without_the_warehouse_text(caplog):
+    from semantic.errors import WarehouseError
+    from server.pgwire.server import error_of
+
+    secret = 'connection to server at "10.0.0.5" failed: FATAL: password authentication failed for "phloem_reader"'
+    with caplog.at_level(logging.ERROR):
+        failed = error_of(WarehouseError(secret), canceled=False)
+    assert failed.sqlstate == "58000" and "10.0.0.5" not in failed.message and "error id" in failed.message
+    assert any(secret in m for m in caplog.messages)  # the detail is in the server log, under the id
+    con = duckdb.connect()
+    con.execute("create table t (ts timestamp)")
+    with pytest.raises(duckdb.BinderException) as refused_by_duckdb:
+        con.execute('select * from "t" where ts > 5')
+    refused = error_of(refused_by_duckdb.value, canceled=False)
+    assert refused.message == "the warehouse rejected the query: cannot compare timestamp values with integer values"
+    assert refused.sqlstate == "42804" and not leaks(refused.message)
