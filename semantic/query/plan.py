@@ -264,7 +264,13 @@ class Planner:
 
         for f in query.filters:
             if isinstance(f, str):  # client text: only a checked condition over dimensions goes on (filters.py)
-                tree = parse_filter(f, resolve)
+                try:
+                    tree = parse_filter(f, resolve)
+                except (QueryError, RecursionError):
+                    raise
+                except Exception:  # noqa: BLE001 - sqlglot itself trips on some malformed text (`->`)
+                    raise QueryError(f"the filter `{f[:60]}` does not parse",
+                                     "write a condition on dimension values, e.g. country in ('US', 'CA')") from None
                 exprs.append(tree.transform(lambda n: exp.column(column_text(n), quoted=True)
                                             if isinstance(n, exp.Column) else n, copy=False))
             else:

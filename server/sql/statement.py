@@ -84,6 +84,8 @@ def bind(statement: exp.Query, params: list) -> exp.Query:
 
     def replace(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            if not node.this.this.isdigit():  # `@.0` parses as a parameter too
+                raise QueryError(f"`{node.sql('postgres')}` is not a parameter", "number parameters $1, $2, …")
             n = int(node.this.this)
             if not 1 <= n <= len(params):
                 raise QueryError(f"the statement uses ${n} but {len(params)} parameter(s) were given",
