@@ -277,6 +277,9 @@ class Planner:
                 resolve(f.dimension)
                 exprs.append(check_filter(structured_filter(f)))  # its values are literals; checked all the same
         for tree in exprs:
+            if not isinstance(tree, exp.Condition) or isinstance(tree, exp.Query):  # `interval 1 day`, `*`
+                raise QueryError(f"the filter `{tree.sql('duckdb')[:60]}` is not a condition",
+                                 "write a condition on dimension values, e.g. country in ('US', 'CA')")
             check_literal_types(tree, lambda name: self._dim_type(refs[name]) if name in refs else None)
         return exprs, list(refs.values())
 
