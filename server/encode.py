@@ -61,6 +61,9 @@ def _default(value):
         return value.isoformat()
     if isinstance(value, bytes):  # a BLOB, written as PostgreSQL writes bytea: \x and hex
         return "\\x" + value.hex()
+    if isinstance(value, pa.MonthDayNano):  # an INTERVAL, as an ISO 8601 duration
+        seconds = decimal.Decimal(value.nanoseconds) / 1_000_000_000
+        return f"P{value.months}M{value.days}DT{seconds.normalize():f}S"
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
@@ -152,13 +155,31 @@ def chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], kind: str,
     if kind == ARROW:
         return _written(schema, batches, pa.ipc.new_stream)
     if kind == CSV:
-        return _written(schema, batches, pacsv.CSVWriter)
+        return _written(_csv_schema(schema), (_csv_ready(b) for b in batches), pacsv.CSVWriter)
     return json_chunks(schema, batches, failed, decimals, **extra)
+
+
+def _as_text(t: pa.DataType) -> bool:
+    """Types Arrow's CSV writer cannot write (INTERVAL, DuckDB's BIGNUM): written as text, as in JSON."""
+    return pa.types.is_interval(t) or isinstance(t, pa.BaseExtensionType)
+
+
+def _csv_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, pa.string()) if _as_text(f.type) else f for f in schema])
+
+
+def _csv_ready(batch):
+    if not any(_as_text(t) for t in batch.schema.types):
+        return batch
+    columns = [pa.array([None if v is None else _default(v) for v in c.to_pylist()], pa.string())
+               if _as_text(c.type) else c for c in batch.columns]
+    kind = pa.Table if isinstance(batch, pa.Table) else pa.RecordBatch
+    return kind.from_arrays(columns, schema=_csv_schema(batch.schema))
 
 
 def csv_body(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pacsv.write_csv(table, sink)
+    pacsv.write_csv(_csv_ready(table), sink)
     return sink.getvalue().to_pybytes()
 
 

@@ -135,3 +135,15 @@ def test_pg_door_errors_say_what_without_the_warehouse_text(caplog):
     refused = error_of(refused_by_duckdb.value, canceled=False)
     assert refused.message == "the warehouse rejected the query: cannot compare timestamp values with integer values"
     assert refused.sqlstate == "42804" and not leaks(refused.message)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/csv", "application/vnd.apache.arrow.stream"])
+def test_unusual_column_types_are_answered_in_every_format(client, accept):
+    """Types the fuzzer found a 500 in: INTERVAL (JSON and CSV), BLOB (JSON), a literal past 128 bits."""
+    for sql in ("select interval '1 month 2 days 3.5 seconds' as i from metrics",
+                "select 'ab'::bytea as b from metrics", "select -170141183460469231731687303715884105729 from metrics"):
+        r = client.post("/api/v1/sql", json={"sql": sql}, headers={"accept": accept})
+        assert r.status_code == 200, (sql, r.text[:300])
+    if accept == "application/json":
+        r = client.post("/api/v1/sql", json={"sql": "select interval '1 month 2 days 3.5 seconds' as i from metrics"})
+        assert r.json()["rows"] == [["P1M2DT3.5S"]]
