@@ -25,7 +25,7 @@ LEAKS = re.compile("|".join([
     r"sqlglot", r"duckdb\.", r"psycopg", r"strawberry", r"pydantic", r"\bexp\.[A-Z]", r"<class ", r"object at 0x",
     r"\b[A-Z][a-z]+(?:[A-Z][a-z]*)*(?:Error|Exception)\b",  # TypeError, ParseError, BinderException …
     r"\b(?:Binder|Catalog|Parser|Conversion|Invalid Input|Internal|Out of Range) Error\b",  # DuckDB's prefixes
-    r"\bSELECT\b[\s\S]{0,400}?\bFROM\s+[\w\"(]", r'"phloem"\.', r"\bphloem\.[a-z_]+", r"_phloem_", r'"raw"\.', r"\braw\.[a-z_]+",
+    r'\bSELECT\b[\s\S]{0,400}?\bFROM\s+"', r'\bWITH "leaf_', r'"phloem"\.', r"\bphloem\.[a-z_]+", r"_phloem_", r'"raw"\.', r"\braw\.[a-z_]+",
     r"\bLINE \d+:",
 ]))
 
