@@ -3,17 +3,15 @@ in test_limits.py), and a PostgreSQL warehouse reads an answer in batches, so on
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import urllib.parse
 
 import httpx
-import orjson
 import pyarrow as pa
 import pytest
 
 from semantic.limits import Cancel, Limits, QueryCancelled
+from tests.server.rawhttp import get, post, wait_for
 
 SLOW_GRAPHQL = {"query": "{ query { slowDistinctBuckets } }"}
 SLOW_TREE = "/api/v1/tree?" + urllib.parse.urlencode(
@@ -47,32 +45,6 @@ def slow_live(tmp_path_factory):
         yield server
 
 
-def _send(port: int, head: str, body: bytes = b"") -> socket.socket:
-    """A raw HTTP request whose connection the test drops when it likes."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(head.encode() + body)
-    return sock
-
-
-def _post(port: int, path: str, body: dict) -> socket.socket:
-    payload = orjson.dumps(body)
-    return _send(port, f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                       f"content-length: {len(payload)}\r\n\r\n", payload)
-
-
-def _get(port: int, path: str) -> socket.socket:
-    return _send(port, f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-
-
-def _wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _dropped_stops_the_query(live, open_request) -> None:
     """The slow view takes minutes and the time limit is 5 s: the query must stop when the client leaves."""
     engine = live.app.state.runtime.project.engine
@@ -82,7 +54,7 @@ def _dropped_stops_the_query(live, open_request) -> None:
     assert engine.cancelled == before
     dropped = time.monotonic()
     sock.close()
-    assert _wait_for(lambda: engine.cancelled > before, 2.0), "the warehouse query was not interrupted"
+    assert wait_for(lambda: engine.cancelled > before, 2.0), "the warehouse query was not interrupted"
     assert time.monotonic() - dropped < 2.0  # the disconnect stopped it, not the 5 s time limit
     time.sleep(0.3)
     assert engine.cancelled == before + 1  # and no other query of the request was started after it
@@ -90,28 +62,28 @@ def _dropped_stops_the_query(live, open_request) -> None:
 
 
 def test_a_graphql_client_that_disconnects_cancels_its_warehouse_query(slow_live):
-    _dropped_stops_the_query(slow_live, lambda: _post(slow_live.port, "/graphql", SLOW_GRAPHQL))
+    _dropped_stops_the_query(slow_live, lambda: post(slow_live.port, "/graphql", SLOW_GRAPHQL))
 
 
 def test_a_graphql_get_that_disconnects_cancels_too(slow_live):
     path = "/graphql?" + urllib.parse.urlencode(SLOW_GRAPHQL)
-    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, path))
+    _dropped_stops_the_query(slow_live, lambda: get(slow_live.port, path))
 
 
 def test_a_graphql_tree_that_disconnects_cancels_too(slow_live):
     tree = {"query": '{ metricTree(root: "slow_dated_buckets", period: {start: "2025-01-01", end: "2025-01-31"}) '
                      "{ root } }"}
-    _dropped_stops_the_query(slow_live, lambda: _post(slow_live.port, "/graphql", tree))
+    _dropped_stops_the_query(slow_live, lambda: post(slow_live.port, "/graphql", tree))
 
 
 def test_an_explorer_tree_client_that_disconnects_cancels_its_warehouse_query(slow_live):
-    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, SLOW_TREE))
+    _dropped_stops_the_query(slow_live, lambda: get(slow_live.port, SLOW_TREE))
 
 
 def test_an_explorer_drill_client_that_disconnects_cancels_too(slow_live):
     drill = "/api/v1/drill?" + urllib.parse.urlencode(
         {"metric": "slow_dated_buckets", "start": "2025-01-01", "end": "2025-01-31"})
-    _dropped_stops_the_query(slow_live, lambda: _get(slow_live.port, drill))
+    _dropped_stops_the_query(slow_live, lambda: get(slow_live.port, drill))
 
 
 def test_a_client_that_stays_gets_its_answer(live):
@@ -144,24 +116,20 @@ def test_a_cancelled_request_starts_no_further_query(live):
 
 # ------------------------------------------------------------------ PostgreSQL reads in batches
 
-needs_pg = pytest.mark.skipif(not os.environ.get("PHLOEM_PG_DSN"), reason="needs PostgreSQL at PHLOEM_PG_DSN")
-
-
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
 @pytest.fixture(scope="module")
-def pg():
+def pg(pg_dsn):
     from semantic.engines.postgres import PostgresEngine
 
-    engine = PostgresEngine(os.environ["PHLOEM_PG_DSN"])
+    engine = PostgresEngine(pg_dsn)
     yield engine
     engine.close()
 
 
-@needs_pg
 def test_postgresql_refuses_an_answer_over_the_limit_after_about_the_limit(pg):
     from semantic.limits import ResultTooLarge
 
@@ -191,8 +159,7 @@ def test_postgresql_refuses_an_answer_over_the_limit_after_about_the_limit(pg):
     assert pg.arrow("select 1 as one").num_rows == 1  # the pooled connection is still good
 
 
-@needs_pg
-def test_postgresql_batched_answer_equals_the_whole_one(pg):
+def test_postgresql_batched_answer_equals_the_whole_one(pg, pg_dsn):
     """Read in batches, an answer is the one the whole result gives at once (psycopg's fetchall, then Arrow) —
     also for a numeric without a declared scale whose scale differs between batches."""
     import psycopg
@@ -205,7 +172,7 @@ def test_postgresql_batched_answer_equals_the_whole_one(pg):
            "case when g = 30000 then power(10::numeric, 40) else g::numeric end as big, "  # 38 digits, then 76
            "case when g = 30000 then 'NaN'::numeric else g::numeric / 4 end as odd "  # decimals, then a float
            "from generate_series(1, 30000) as g order by g")
-    with psycopg.connect(os.environ["PHLOEM_PG_DSN"], autocommit=True) as conn, conn.cursor() as cur:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql)
         whole = to_arrow(cur.description, cur.fetchall())
     for limits in (Limits(rows=100000, bytes=None), None):
@@ -221,7 +188,6 @@ def test_postgresql_batched_answer_equals_the_whole_one(pg):
         pg.arrow("select * from generate_series(1, 100)", limits=Limits(rows=None, bytes=100))
 
 
-@needs_pg
 def test_postgresql_batched_reading_still_cancels_and_times_out(pg):
     import threading
 

@@ -4,7 +4,6 @@ server's memory flat and /healthz answering, and a client that goes away stops i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from server.app import create_app
 from server.pgwire import PgConfig, PgServer, ServerThread
 from server.sql import outer
 from tests.server.conftest import LiveServer, free_port
+from tests.server.rawhttp import post, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HUGE = "SELECT * FROM generate_series(1, 100000000)"
@@ -202,33 +202,15 @@ def test_past_the_limit_after_streaming_began_json_ends_with_the_error(live, mon
     assert BATCH_ROWS <= len(body["rows"]) <= 1_000_000
 
 
-def _send(port: int, path: str, body: dict) -> socket.socket:
-    """A raw HTTP request whose connection the test drops when it likes."""
-    payload = orjson.dumps(body)
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                 f"content-length: {len(payload)}\r\n\r\n".encode() + payload)
-    return sock
-
-
-def _wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_a_client_that_disconnects_cancels_its_warehouse_query(live):
     """The slow view takes minutes and the time limit is 5 s: the query must stop when the client leaves."""
     engine = live.app.state.runtime.project.engine
     before = engine.cancelled
-    sock = _send(live.port, "/api/v1/query", {"metrics": ["slow_distinct_buckets"], "limit": 1})
+    sock = post(live.port, "/api/v1/query", {"metrics": ["slow_distinct_buckets"], "limit": 1})
     time.sleep(0.5)
     dropped = time.monotonic()
     sock.close()
-    assert _wait_for(lambda: engine.cancelled > before, 2.0), "the warehouse query was not interrupted"
+    assert wait_for(lambda: engine.cancelled > before, 2.0), "the warehouse query was not interrupted"
     assert time.monotonic() - dropped < 2.0  # the disconnect stopped it, not the 5 s time limit
     assert httpx.get(live.url + "/healthz", timeout=1).status_code == 200
 
@@ -236,11 +218,11 @@ def test_a_client_that_disconnects_cancels_its_warehouse_query(live):
 def test_a_client_that_disconnects_mid_stream_stops_its_query(live, monkeypatch):
     monkeypatch.setattr(rest, "HOLD", 1)
     before = outer.cancelled  # the SQL door's outer step runs generate_series
-    sock = _send(live.port, "/api/v1/sql", {"sql": WIDE})  # ~200 MB: more than the sockets buffer
+    sock = post(live.port, "/api/v1/sql", {"sql": WIDE})  # ~200 MB: more than the sockets buffer
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # streaming began; the rest is not read
     time.sleep(0.3)
     sock.close()
-    assert _wait_for(lambda: outer.cancelled > before, 2.0), "the streaming query was not stopped"
+    assert wait_for(lambda: outer.cancelled > before, 2.0), "the streaming query was not stopped"
 
 
 def test_a_metric_answer_streams_as_it_is_read_with_the_same_rows(live, monkeypatch):
@@ -266,12 +248,11 @@ def test_the_byte_limit_stops_reading_at_the_limit():
     assert engine.arrow("SELECT * FROM range(1000)", limits=Limits(rows=None, bytes=2**20)).num_rows == 1000
 
 
-@pytest.mark.skipif(not os.environ.get("PHLOEM_PG_DSN"), reason="needs PostgreSQL at PHLOEM_PG_DSN")
-def test_the_postgresql_warehouse_counts_rows_and_cancels_too():
+def test_the_postgresql_warehouse_counts_rows_and_cancels_too(pg_dsn):
     from semantic.engines.postgres import PostgresEngine
     from semantic.limits import Cancel, QueryCancelled, ResultTooLarge
 
-    engine = PostgresEngine(os.environ["PHLOEM_PG_DSN"])
+    engine = PostgresEngine(pg_dsn)
     try:
         with pytest.raises(ResultTooLarge, match="more than 10 rows"):
             engine.arrow("select * from generate_series(1, 1000)", limits=Limits(rows=10, bytes=None))
