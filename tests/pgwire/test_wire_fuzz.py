@@ -13,6 +13,7 @@ import struct
 import time
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wire_server import Raw, pg, wire_runtime  # noqa: F401  (fixtures)
@@ -32,7 +33,16 @@ class Unexpected(logging.Handler):
 
 
 UNEXPECTED = Unexpected()
-logging.getLogger("phloem.pgwire").addHandler(UNEXPECTED)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unexpected_during_this_module():
+    """Only what this module's packets provoke counts (other modules log deliberate failures)."""
+    log = logging.getLogger("phloem.pgwire")
+    UNEXPECTED.records.clear()
+    log.addHandler(UNEXPECTED)
+    yield
+    log.removeHandler(UNEXPECTED)
 
 
 def startup_packet(user: str = "phloem", database: str = "shop") -> bytes:
