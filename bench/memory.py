@@ -149,6 +149,7 @@ def main() -> int:
     from semantic.demo import create
 
     cases = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="phloem-memory-") as work:
         project = Path(work) / "shop"
         create(project, scale=1000)
@@ -167,9 +168,12 @@ def main() -> int:
               f"{c['healthz_median_ms']:>5.1f}")
         if c["answer_start"]:
             print("   ", c["answer_start"])
+    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
+    print(f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "load_average": load,
         "cases": dict(cases)}, indent=2) + "\n")
     bad = [n for n, c in cases if c["rss_growth_mb"] >= 500 or c["healthz_worst_ms"] >= 100]
     for name in bad:
