@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from importlib import metadata
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -10,11 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from semantic.limits import Limits
 from server import admin, errors, explore, explorer, rest
 from server.errors import json_response
+from server.graphql import graphql_router
 from server.runtime import Runtime
 
 
@@ -36,7 +37,7 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
     app.include_router(rest.router())
     app.include_router(explore.router())
     app.include_router(admin.router())
-    _mount_graphql(app, runtime)
+    app.include_router(graphql_router(runtime), prefix="/graphql")
     app.include_router(explorer.router())
 
     @app.get("/healthz", summary="The process is up")
@@ -57,8 +58,8 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
 
 
 def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at /docs, every asset from the installed swagger-ui-bundle: no CDN, so it works offline."""
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    """Swagger UI at /docs, every asset from the installed swagger-ui-bundle-v2: no CDN, so it works offline."""
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs(request: Request) -> Response:
@@ -71,13 +72,8 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_ui_parameters={"validatorUrl": None})  # the default badge asks validator.swagger.io
 
 
-def _mount_graphql(app: FastAPI, runtime: Runtime) -> None:
-    try:
-        from server.graphql import graphql_router
-    except ImportError:  # the GraphQL door is optional while it is being built
-        return
-    router = graphql_router(runtime)
-    if hasattr(router, "routes"):
-        app.include_router(router, prefix="/graphql")
-    else:
-        app.mount("/graphql", router)
+def swagger_ui_assets() -> Path:
+    """Swagger UI's folder, found through the declared distribution: its module `swagger_ui_bundle` has the name
+    of the older swagger-ui-bundle (Swagger UI 4, no OpenAPI 3.1), so importing it by name could find that one."""
+    package = Path(metadata.distribution("swagger-ui-bundle-v2").locate_file("swagger_ui_bundle"))
+    return max((package / "vendor").glob("swagger-ui-*"))
