@@ -84,10 +84,6 @@ class Limits:
                 "ask for fewer columns or rows (LIMIT, filters, a coarser grain); the operator can raise the limit "
                 "with PHLOEM_MAX_BYTES or `phloem serve --max-bytes` (0: no limit)", "PHLOEM_MAX_BYTES")
 
-    def check_table(self, table: pa.Table) -> pa.Table:
-        self.check(table.num_rows, table.nbytes)
-        return table
-
 
 NO_LIMITS = Limits(None, None)
 

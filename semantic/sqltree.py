@@ -42,4 +42,3 @@ def with_ctes(query: exp.Select, ctes: list[tuple[str, exp.Expression]]) -> exp.
         query.set("with_", exp.With(expressions=[
             exp.CTE(this=body, alias=exp.TableAlias(this=ident(name))) for name, body in ctes]))
     return query
-

@@ -42,11 +42,11 @@ def _refused(request: Request, authorization: str | None) -> Response | None:
                               ".phloem/server.json"), 403)
 
 
-def _error(e: BaseException) -> dict:
-    """The error as the local command would print it: the CLI's user owns the project, so the whole message."""
-    if isinstance(e, PhloemError):
-        return body("build", str(e))
-    return status_of(e)[1]
+def _failure(e: BaseException) -> tuple[int, dict]:
+    """The status, and the error as the local command would print it: the CLI's user owns the project, so the
+    whole message (translated once: a second `status_of` would log the error again under another id)."""
+    status, content = status_of(e)
+    return status, body("build", str(e)) if isinstance(e, PhloemError) else content
 
 
 def router() -> APIRouter:
@@ -72,7 +72,7 @@ def router() -> APIRouter:
                 send({"report": {"built": report.built, "fresh": report.fresh, "seconds": report.seconds,
                                  "reloaded": reloaded}})
             except Exception as e:  # the answer has started (200): the error travels as the last line
-                send({"error": _error(e)["error"]})
+                send({"error": _failure(e)[1]["error"]})
             finally:
                 loop.call_soon_threadsafe(lines.put_nowait, None)
 
@@ -95,8 +95,8 @@ def router() -> APIRouter:
         try:
             found = await run_in_threadpool(suggesting.suggest, runtime.project, None, req.limit)
         except Exception as e:
-            status, _ = status_of(e)
-            return json_response(_error(e), status)
+            status, content = _failure(e)
+            return json_response(content, status)
         return json_response([{"rollup": s.as_yaml(), "queries": s.queries, "rows": s.rows,
                                "source_rows": s.source_rows} for s in found])
 
@@ -118,8 +118,8 @@ def router() -> APIRouter:
         try:
             problems = await run_in_threadpool(check)
         except Exception as e:
-            status, _ = status_of(e)
-            return json_response(_error(e), status)
+            status, content = _failure(e)
+            return json_response(content, status)
         return json_response({"problems": [asdict(p) for p in problems]})
 
     return api

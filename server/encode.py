@@ -90,14 +90,15 @@ def json_body(table: pa.Table, decimals: str = "number", **extra) -> bytes:
         "rows": [list(r) for r in zip(*columns, strict=True)] if columns else [[] for _ in range(table.num_rows)],
         **extra,
     }
-    return orjson.dumps(payload, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    return dumps(payload)
 
 
 def _columns(schema: pa.Schema) -> list[dict]:
     return [{"name": f.name, "type": column_type(f.type)} for f in schema]
 
 
-def _dumps(value) -> bytes:
+def dumps(value) -> bytes:
+    """JSON as the answers write it: decimals exact, dates ISO."""
     return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
@@ -105,20 +106,20 @@ def json_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch], failed: Ca
                 decimals: str = "number", **extra) -> Iterator[bytes]:
     """The JSON body of `json_body`, a batch of rows at a time. An error raised by `batches` once rows were sent
     (`failed` makes it a dict) ends the body with `"truncated": true` and that error, so it stays valid JSON."""
-    yield _dumps({"columns": _columns(schema)})[:-1] + b',"rows":['
+    yield dumps({"columns": _columns(schema)})[:-1] + b',"rows":['
     sep = b""
     try:
         for batch in batches:
             for start in range(0, batch.num_rows, PIECE_ROWS):
                 piece = batch.slice(start, PIECE_ROWS)
-                yield sep + _dumps(list(zip(*(json_values(c, decimals) for c in piece.columns), strict=True)))[1:-1]
+                yield sep + dumps(list(zip(*(json_values(c, decimals) for c in piece.columns), strict=True)))[1:-1]
                 sep = b","
     except Exception as e:
         if failed is None:
             raise
-        yield b'],"truncated":true,' + _dumps({**extra, **failed(e)})[1:]
+        yield b'],"truncated":true,' + dumps({**extra, **failed(e)})[1:]
         return
-    yield b"]" + (b"," + _dumps(extra)[1:] if extra else b"}")
+    yield b"]" + (b"," + dumps(extra)[1:] if extra else b"}")
 
 
 class _Sink(io.RawIOBase):

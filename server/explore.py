@@ -9,10 +9,8 @@ silently answer another question.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 from typing import Annotated, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +23,7 @@ from semantic.metrics.decompose import METHODS
 from semantic.metrics.drill import T_EEP, T_EP, K
 from semantic.metrics.explore import SERIES_GRAINS
 from semantic.metrics.periods import COMPARISONS, bucket_period, compare, shift
+from server.encode import dumps
 from server.rest import ERRORS, watched
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -218,11 +217,5 @@ def _comparison(rule: str | None, start: dt.date | None, end: dt.date | None,
     return rule, None if start is None else _period(start, end, (where, "compare_start", "compare_end"))
 
 
-def _default(value):
-    if isinstance(value, decimal.Decimal):
-        return orjson.Fragment(str(value))  # exact: decimals are JSON numbers, not floats or strings
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def _json(content) -> Response:
-    return Response(orjson.dumps(content, default=_default), media_type="application/json")
+    return Response(dumps(content), media_type="application/json")

@@ -172,6 +172,8 @@ class PostgresEngine:
         self._slots = threading.BoundedSemaphore(readers)
         self._closed = False
         self.client_reads = client_reads
+        reads = client_reads or ClientReads(())
+        self._wanted = {(s,) for s in reads.schemas} | set(reads.tables)  # schemas and tables to grant
         self.reader_problem: str | None = None  # why client queries cannot run as the reader role
         self._role: bool | None = None  # the reader role is usable; None: not tried yet
         self._granted: set[tuple[str, ...]] = set()  # schemas and tables the role may read so far
@@ -223,14 +225,10 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ the reader role
 
-    def _wanted(self) -> set[tuple[str, ...]]:
-        reads = self.client_reads
-        return {(s,) for s in reads.schemas} | set(reads.tables) if reads else set()
-
     def _ensure_readers(self) -> None:
         """Grant what the role may read once it exists (the materialization schema appears at the first build);
         a table a view names that does not exist yet is looked for again every few seconds, not every query."""
-        if self._role and self._granted != self._wanted() and time.monotonic() >= self._next_grant:
+        if self._role and self._granted != self._wanted and time.monotonic() >= self._next_grant:
             self._next_grant = time.monotonic() + GRANT_RETRY
             with self._reader(client=False) as conn:
                 self._prepare_readers(conn)
@@ -283,7 +281,7 @@ class PostgresEngine:
         if not conn.execute("select pg_has_role(current_user, %s, 'MEMBER')", [READER_ROLE]).fetchone()[0]:
             conn.execute(pgsql.SQL("GRANT {} TO CURRENT_USER").format(role))
         granted: set[tuple[str, ...]] = set()
-        for (schema,) in sorted(w for w in self._wanted() if len(w) == 1):
+        for (schema,) in sorted(w for w in self._wanted if len(w) == 1):
             if not conn.execute("select 1 from pg_namespace where nspname = %s", [schema]).fetchone():
                 continue  # not built yet: granted at the first client query after the build
             name = pgsql.Identifier(schema)
@@ -293,7 +291,7 @@ class PostgresEngine:
             conn.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
                          .format(name, role))
             granted.add((schema,))
-        for schema, table in sorted(w for w in self._wanted() if len(w) == 2):
+        for schema, table in sorted(w for w in self._wanted if len(w) == 2):
             if conn.execute("select to_regclass(%s)", [f'"{schema}"."{table}"']).fetchone()[0] is None:
                 continue
             conn.execute(pgsql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(pgsql.Identifier(schema), role))

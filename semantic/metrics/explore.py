@@ -20,8 +20,7 @@ from semantic.metrics import whatif
 from semantic.metrics.decompose import check_method, decompose_tree, subtree
 from semantic.metrics.formula import formula_of
 from semantic.metrics.periods import GRAINS as SERIES_GRAINS
-from semantic.metrics.periods import Period, as_date, bucket, compare
-from semantic.metrics.periods import add_buckets as shift
+from semantic.metrics.periods import Period, add_buckets, as_date, bucket, compare
 from semantic.metrics.segments import Segment
 from semantic.query.plan import UNIT_RANK, offset_parts
 from semantic.query.query import make_query
@@ -108,8 +107,8 @@ def series(project, root: str, grain: str = "month", periods: int = 12, end: Any
     tree = project.compiler.tree
     names = list(subtree(tree, root))
     last = as_date(end) if end is not None else dt.date.today()
-    first = shift(bucket(last, grain), grain, -(periods - 1))
-    buckets = [shift(first, grain, i) for i in range(periods)]
+    first = add_buckets(bucket(last, grain), grain, -(periods - 1))
+    buckets = [add_buckets(first, grain, i) for i in range(periods)]
     offsets = _offset_nodes(tree, names)
     asked = [n for n in names if n not in offsets or UNIT_RANK[offset_parts(offsets[n])[1]] >= UNIT_RANK[grain]]
     time = f"metric_time__{grain}"

@@ -121,15 +121,14 @@ class _Verifier:
             for i, a in enumerate(stream.activities):
                 self.activity(stream, i, a)
         for d in self.model.datasets.values():
-            if d.stream not in self.bad_streams:
+            if d.stream in self.bad_streams:  # its stream's refusal is the one error
+                self.bad_datasets.add(d.name)
+            else:
                 self.dataset(d)
         for view in self.model.views.values():
-            if view.dataset not in self.bad_datasets and view.dataset not in self.bad_stream_datasets():
+            if view.dataset not in self.bad_datasets:
                 self.view(view)
         return self.problems
-
-    def bad_stream_datasets(self) -> set[str]:
-        return {d.name for d in self.model.datasets.values() if d.stream in self.bad_streams}
 
     # ------------------------------------------------------------ activities
 
@@ -187,7 +186,8 @@ class _Verifier:
         return f"WITH {self.activities(stream)}, {name} AS ({query}) SELECT * FROM {name}"
 
     def dataset(self, d: Dataset) -> None:
-        if self.refused(self.dataset_query(d)) is None:
+        whole = self.refused(self.dataset_query(d))
+        if whole is None:
             return
         self.bad_datasets.add(d.name)
         # the whole SELECT was refused: narrow it down to the one filter, column or join, so the line points at it
@@ -197,8 +197,7 @@ class _Verifier:
                 self.add("datasets", d.name, path, f"the warehouse refuses dataset `{d.name}`: {why}",
                          part_key(d, path), "fix the expression on this line")
                 return
-        why = self.refused(self.dataset_query(d))
-        self.add("datasets", d.name, ("name",), f"the warehouse refuses dataset `{d.name}`: {why}", d.name,
+        self.add("datasets", d.name, ("name",), f"the warehouse refuses dataset `{d.name}`: {whole}", d.name,
                  "fix the dataset's expressions")
 
     def parts(self, d: Dataset) -> Iterator[tuple[tuple, Dataset]]:

@@ -34,7 +34,7 @@ def check_literal_types(tree: exp.Expression, type_of: Callable[[str], str | Non
                 kind = type_of(column.name)
                 if kind in WORDS and not _fits(value, kind):
                     name = column.name
-                    raise QueryError(f"`{name}` is a {'time' if kind == 'time' else kind} dimension, and "
+                    raise QueryError(f"`{name}` is a {kind} dimension, and "
                                      f"{value.sql('duckdb')} is not {WORDS[kind]}",
                                      f"compare it with {WORDS[kind]}, e.g. {EXAMPLES[kind].format(dim=name)}")
 

@@ -68,6 +68,8 @@ FUNCTIONS = _classes(
     # nulls
     "Coalesce", "Nullif")
 
+ALLOWED = STRUCTURE + FUNCTIONS  # once, not per node checked
+
 # DuckDB scalar functions sqlglot has no node for (they parse as plain calls)
 NAMED_FUNCTIONS = frozenset({
     "now", "today", "date_part", "datepart", "date_trunc", "date_add", "date_sub", "strip_accents", "lcase", "ucase", "prefix", "suffix",
@@ -233,7 +235,7 @@ def _check_node(node: exp.Expression, resolve: Callable[[str], Any] | None) -> N
     if isinstance(node, exp.Column):
         _check_column(node, resolve)
     elif isinstance(node, exp.Var):
-        if node.name.lower() not in TIME_UNITS or not isinstance(node.parent, FUNCTIONS + STRUCTURE):
+        if node.name.lower() not in TIME_UNITS or not isinstance(node.parent, ALLOWED):
             raise FilterError(f"`{_short(node.name)}` is not a dimension, value or time unit", SUGGESTION, "42703")
     elif isinstance(node, exp.DataType):
         if node.this not in CAST_TYPES or any(isinstance(e, exp.DataType) for e in node.expressions):
@@ -247,7 +249,7 @@ def _check_node(node: exp.Expression, resolve: Callable[[str], Any] | None) -> N
     elif isinstance(node, exp.Identifier):
         if not isinstance(node.parent, exp.Column):
             _refuse(node)
-    elif not isinstance(node, STRUCTURE + FUNCTIONS):
+    elif not isinstance(node, ALLOWED):
         _refuse(node)
 
 

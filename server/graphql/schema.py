@@ -91,7 +91,7 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
         cancel = _cancel_of(info)
         if cancel is not None:
             cancel.check()  # the client went away: the operation's remaining queries are not started
-        answer = project.run(query, timeout=timeout, cancel=cancel) if timeout else project.run(query, cancel=cancel)
+        answer = project.run(query, timeout=timeout or None, cancel=cancel)
         record(answer)
         return answer
 

@@ -678,8 +678,8 @@ def _parse(text: str, session: Session) -> exp.Expression:
     if len(statements) != 1:
         raise error("one statement expected", "42601")
     statement = normalize_identifiers(statements[0], dialect="postgres")
-    settings = {k.lower() for k in (*C.DEFAULTS, *session.settings)}
-    return check_statement(statement, settings)  # before the catalog's DuckDB or the semantic layer sees it
+    # session.settings holds every default as well: the names current_setting may read
+    return check_statement(statement, {k.lower() for k in session.settings})  # before the catalog's DuckDB or the semantic layer sees it
 
 
 def _cursor_name(tokens: list[C.Token]) -> str:
