@@ -82,3 +82,29 @@ class WarehouseError(PhloemError):
 
 class QueryTimeout(PhloemError):
     """A query ran past its time limit and was cancelled in the warehouse."""
+
+
+class Unauthenticated(PhloemError):
+    """No valid credentials (HTTP 401, pg 28P01): the message says what was missing or wrong, never a secret."""
+
+    sqlstate = "28P01"
+
+    def __init__(self, message: str, suggestion: str = ""):
+        self.message, self.suggestion = message, suggestion
+        super().__init__(message + (f" — {suggestion}" if suggestion else ""))
+
+
+class Forbidden(QueryError):
+    """A known identity asked for what its roles do not allow (HTTP 403, pg 42501)."""
+
+    sqlstate = "42501"
+
+
+class LimitExceeded(QueryError):
+    """A per-role limit (concurrent queries, requests per minute) was hit (HTTP 429, pg 53300)."""
+
+    sqlstate = "53300"
+
+    def __init__(self, message: str, suggestion: str = "", retry_after: float | None = None):
+        super().__init__(message, suggestion)
+        self.retry_after = retry_after

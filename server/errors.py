@@ -19,7 +19,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from semantic.errors import BuildError, ModelError, PhloemError, QueryError, QueryTimeout, WarehouseError
+from semantic.errors import (
+    BuildError,
+    Forbidden,
+    LimitExceeded,
+    ModelError,
+    PhloemError,
+    QueryError,
+    QueryTimeout,
+    Unauthenticated,
+    WarehouseError,
+)
 from semantic.limits import ResultTooLarge
 
 log = logging.getLogger("phloem.server")
@@ -65,6 +75,12 @@ def warehouse_refusal(e: BaseException) -> str:
 
 def status_of(e: BaseException) -> tuple[int, dict]:
     """The HTTP status and body for any error a request can raise; never a stack trace."""
+    if isinstance(e, Unauthenticated):
+        return 401, body("auth", e.message, e.suggestion or "send `Authorization: Bearer <API key or JWT>`")
+    if isinstance(e, Forbidden):
+        return 403, body("forbidden", e.message, e.suggestion)
+    if isinstance(e, LimitExceeded):
+        return 429, body("limit", e.message, e.suggestion, retry_after=e.retry_after)
     if isinstance(e, ResultTooLarge):
         return 400, body("limit", e.message, e.suggestion, limit=e.limit)
     if isinstance(e, QueryError):

@@ -1,0 +1,1 @@
+"""Access control: security contexts and the policies the planner applies for them."""
