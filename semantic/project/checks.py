@@ -36,6 +36,12 @@ def check_model(model, broken: Iterable[tuple[str, str]] = ()) -> list[Problem]:
     c.cumulative_time()
     if model.rollups:
         c.rollups()
+    if model.access_policies and not c.problems:  # policies read dimensions: only a sound model can check them
+        from semantic.access.policy import problems
+        from semantic.query.graph import SemanticGraph
+
+        problems(model, SemanticGraph(model), lambda name, path, message, key, fix="": c.add(
+            "access_policies", name, path, message, key, fix))
     return c.problems
 
 

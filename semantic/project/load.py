@@ -15,6 +15,7 @@ from semantic.errors import AqlSyntaxError, ModelError, Problem, did_you_mean
 from semantic.project.model import (
     KINDS,
     NAME,
+    AccessPolicy,
     Append,
     Dataset,
     Invalid,
@@ -56,6 +57,7 @@ class Model:
     dataset_columns: dict[str, tuple[str, Append]]  # AQL `include` targets: name -> (stream, append)
     origins: dict[tuple[str, str], Origin]
     version: str
+    access_policies: dict[str, AccessPolicy] = field(default_factory=dict)
 
     def origin(self, kind: str, name: str) -> Origin:
         return self.origins[(kind, name)]
@@ -120,7 +122,8 @@ class _Loader:
     def _model(self, settings: Settings) -> Model:
         o = self.objects
         return Model(self.root, settings, o["streams"], o["datasets"], o["views"], o["metrics"], o["rollups"],
-                     o["saved_queries"], self.dataset_columns, self.origins, self.digest.hexdigest()[:16])
+                     o["saved_queries"], self.dataset_columns, self.origins, self.digest.hexdigest()[:16],
+                     o["access_policies"])
 
     def _settings(self) -> Settings | None:
         path = self.root / PROJECT_FILE

@@ -389,6 +389,7 @@ class Metric(Frozen):
     description: str | None = None
     fill_nulls_with: float | None = None
     join_to_timespine: bool = False
+    public: bool = False  # a global benchmark: access policies' row filters do not apply (docs/access.md)
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -469,6 +470,48 @@ class Rollup(Frozen):
         return self
 
 
+def _names(v: Any) -> Any:
+    return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+
+class Members(Frozen):
+    """Members of the model by kind: whole views (their dimensions and measures), `view.dim`, `view.measure`, metrics."""
+
+    views: tuple[str, ...] = ()
+    dimensions: tuple[str, ...] = ()
+    measures: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+
+    _l = field_validator("views", "dimensions", "measures", "metrics", mode="before")(classmethod(
+        lambda cls, v: _names(v)))
+
+
+class AccessPolicy(Frozen):
+    """What the holders of some roles may see: rows of views (a condition over dimensions) and members."""
+
+    name: str = Field(pattern=NAME)
+    roles: tuple[str, ...] = Field(min_length=1)  # `"*"`: every authenticated identity
+    rows: str | None = None  # e.g. `customers.country = {{ user.country }}`; none: every row
+    views: tuple[str, ...] | None = None  # the views `rows` governs; default: every view
+    include: Members | None = None  # default: every member
+    exclude: Members = Members()
+    description: str | None = None
+
+    _l = field_validator("roles", "views", mode="before")(classmethod(lambda cls, v: _names(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role(cls, data: Any) -> Any:
+        """`role: x` is `roles: [x]`."""
+        if isinstance(data, dict) and "role" in data:
+            data = dict(data)
+            role = data.pop("role")
+            if "roles" in data:
+                raise Invalid("give `role` or `roles`, not both", "keep `roles: [a, b]`", ("role",))
+            data["roles"] = [role] if isinstance(role, str) else role
+        return data
+
+
 class SavedQuery(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
     name: str = Field(pattern=NAME)
@@ -481,4 +524,5 @@ KINDS: dict[str, type[BaseModel]] = {
     "metrics": Metric,
     "rollups": Rollup,
     "saved_queries": SavedQuery,
+    "access_policies": AccessPolicy,
 }

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from sqlglot import exp
 
+from semantic.access.context import SecurityContext
+from semantic.access.policy import UNRESTRICTED, Access
+from semantic.access.scoped import Scoped
 from semantic.activity.stream import ident
 from semantic.engines import connect
 from semantic.errors import BuildError, QueryError, did_you_mean
@@ -50,6 +53,7 @@ class Project:
         self._catalog_loaded = not model.rollups  # rollup state is read from the warehouse on first use
         self.broken_rollups: dict[str, str] = {}  # rollups whose build failed: queries read their views meanwhile
         self.query_log = QueryLog(model.root)
+        self._scoped: LRUCache = LRUCache(maxsize=256)  # per access: its visible catalog is built once
 
     @classmethod
     def load(cls, path: Path | str | None = None, engine=None, limits: Limits | None = None) -> Project:
@@ -115,32 +119,51 @@ class Project:
         if not self._catalog_loaded:
             self.refresh_catalog()
 
-    def compile(self, query: Query | None = None, use_rollups: bool = True, **fields) -> Compiled:
+    def scoped(self, context: SecurityContext | None) -> Project | Scoped:
+        """The project as `context` sees it: its access policies applied to every query and catalog.
+
+        An unrestricted context (no auth, or a model without policies) gets the project itself.
+        """
+        access = self.compiler.policies.access(context)
+        if access.unrestricted:
+            return self
+        with self._lock:
+            scoped = self._scoped.get(access.key)
+        if scoped is None:
+            scoped = Scoped(self, context, access)
+            with self._lock:
+                self._scoped[access.key] = scoped
+        return scoped
+
+    def compile(self, query: Query | None = None, use_rollups: bool = True, access: Access = UNRESTRICTED,
+                **fields) -> Compiled:
         if use_rollups:
             self.ensure_catalog()
-        return self.compiler.compile(query if query is not None else make_query(**fields), use_rollups)
+        return self.compiler.compile(query if query is not None else make_query(**fields), use_rollups, access)
 
-    def query(self, query: Query | None = None, progress=None, use_rollups: bool = True, **fields) -> pa.Table:
+    def query(self, query: Query | None = None, progress=None, use_rollups: bool = True,
+              access: Access = UNRESTRICTED, **fields) -> pa.Table:
         """Answer a metric query (MODEL.md §6); builds whatever it reads first if needed."""
         query = query if query is not None else make_query(**fields)
-        return self.run(query, progress=progress, use_rollups=use_rollups).table
+        return self.run(query, progress=progress, use_rollups=use_rollups, access=access).table
 
     def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
-            use_rollups: bool = True, cancel: Cancel | None = None) -> Answer:
+            use_rollups: bool = True, cancel: Cancel | None = None, access: Access = UNRESTRICTED) -> Answer:
         """A query's answer with how it was obtained; repeated queries come from the result cache.
 
         `use_rollups=False` answers from the views' own tables even where a rollup could (same numbers). An answer
         over `self.limits` raises ResultTooLarge; `cancel` interrupts the warehouse query (QueryCancelled).
         """
-        return self.open(query, progress, use_cache, timeout, use_rollups, cancel)
+        return self.open(query, progress, use_cache, timeout, use_rollups, cancel, access=access)
 
     def open(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
-             use_rollups: bool = True, cancel: Cancel | None = None, hold: int | None = None) -> Answer:
+             use_rollups: bool = True, cancel: Cancel | None = None, hold: int | None = None,
+             access: Access = UNRESTRICTED) -> Answer:
         """As `run`; with `hold` (bytes), an answer larger than that is not read whole: its `table` is None and
         `reading` yields its batches (for a door that streams them; it is not cached)."""
-        compiled = self.compile(query, use_rollups)
+        compiled = self.compile(query, use_rollups, access)
         self.query_log.append(compiled.plan)
-        key = (self.model.version, self.generation, compiled.sql)
+        key = (self.model.version, self.generation, compiled.access, compiled.sql)
         if use_cache:
             with self._lock:
                 hit = self.results.get(key)
@@ -148,7 +171,7 @@ class Project:
                 return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
         if use_rollups and self.model.rollups and compiled.catalog != self.compiler.catalog.version:
-            compiled = self.compile(query, use_rollups)  # a build moved the rollups since it was planned
+            compiled = self.compile(query, use_rollups, access)  # a build moved the rollups since it was planned
         table = self._read(compiled.sql, timeout, cancel, hold)
         if isinstance(table, Reading):
             return Answer(None, compiled, cached=False, reading=table)
@@ -163,23 +186,24 @@ class Project:
             return engine.open(sql, timeout=timeout, limits=limits, cancel=cancel).head(hold)
         return engine.arrow(sql, timeout=timeout, limits=limits, cancel=cancel)
 
-    def cached_answer(self, query: Query) -> Answer | None:
+    def cached_answer(self, query: Query, access: Access = UNRESTRICTED) -> Answer | None:
         """The answer if planning and running it would both be cache hits, else None: it never plans, builds or
         touches the warehouse, so an event loop may call it (the PostgreSQL door answers repeats inline)."""
         if not self._catalog_loaded:
             return None
-        compiled = self.compiler.cached(query)
+        compiled = self.compiler.cached(query, access=access)
         if compiled is None:
             return None
         with self._lock:
-            hit = self.results.get((self.model.version, self.generation, compiled.sql))
+            hit = self.results.get((self.model.version, self.generation, compiled.access, compiled.sql))
         if hit is None:
             return None
         self.query_log.append(compiled.plan)
         return Answer(hit, compiled, cached=True)
 
-    def explain(self, query: Query | None = None, use_rollups: bool = True, **fields) -> str:
-        return self.compile(query, use_rollups, **fields).explain()
+    def explain(self, query: Query | None = None, use_rollups: bool = True, access: Access = UNRESTRICTED,
+                **fields) -> str:
+        return self.compile(query, use_rollups, access, **fields).explain()
 
     def close(self) -> None:
         self.query_log.close()

@@ -8,6 +8,7 @@ from functools import cached_property
 
 from cachetools import LRUCache
 
+from semantic.access.policy import UNRESTRICTED, Access, Policies
 from semantic.metrics.tree import MetricTree
 from semantic.query.graph import SemanticGraph
 from semantic.query.match import Matcher
@@ -22,6 +23,7 @@ class Compiled:
     plan: Plan
     sql: str
     catalog: str = ""  # the rollup catalog version it was planned against ("" without rollups)
+    access: str = UNRESTRICTED.key  # the access it was planned for: answers are cached per access too
 
     def explain(self) -> str:
         return f"{self.plan.describe()}\n\nSQL:\n{self.sql}"
@@ -69,27 +71,32 @@ class Compiler:
                                               settings.materialization.schema_)
         return matcher
 
-    def _key(self, query: Query, use_rollups: bool, matcher: Matcher | None) -> tuple[tuple, str]:
-        """The plan cache's key, and the rollup catalog version the plan is made against."""
-        catalog = matcher.catalog.version if matcher else ""
-        return (self.model.version, self.dialect, (query.key(), catalog) if use_rollups else (query.key(), None)), catalog
+    @cached_property
+    def policies(self) -> Policies:
+        return Policies(self.model, self.graph)
 
-    def cached(self, query: Query, use_rollups: bool = True) -> Compiled | None:
+    def _key(self, query: Query, use_rollups: bool, matcher: Matcher | None, access: Access) -> tuple[tuple, str]:
+        """The plan cache's key (per access: plans differ by the policies' rows), and the rollup catalog version."""
+        catalog = matcher.catalog.version if matcher else ""
+        return (self.model.version, self.dialect, access.key,
+                (query.key(), catalog) if use_rollups else (query.key(), None)), catalog
+
+    def cached(self, query: Query, use_rollups: bool = True, access: Access = UNRESTRICTED) -> Compiled | None:
         """The query's plan if it was compiled before, else None (never plans: callers that must not block)."""
-        key, _ = self._key(query, use_rollups, self.matcher() if use_rollups else None)
+        key, _ = self._key(query, use_rollups, self.matcher() if use_rollups else None, access)
         with self._lock:
             return self.cache.get(key)
 
-    def compile(self, query: Query, use_rollups: bool = True) -> Compiled:
+    def compile(self, query: Query, use_rollups: bool = True, access: Access = UNRESTRICTED) -> Compiled:
         matcher = self.matcher() if use_rollups else None
-        key, catalog = self._key(query, use_rollups, matcher)
+        key, catalog = self._key(query, use_rollups, matcher, access)
         with self._lock:
             hit = self.cache.get(key)
         if hit is not None:
             return hit
-        plan = Planner(self.graph, self.tree, self.model.streams, matcher).plan(query)
+        plan = Planner(self.graph, self.tree, self.model.streams, matcher, access).plan(query)
         compiled = Compiled(plan, render(self.graph, plan, self.dialect).sql(dialect=self.dialect, identify=True),
-                            catalog)
+                            catalog, access.key)
         with self._lock:
             self.cache[key] = compiled
         return compiled

@@ -103,9 +103,10 @@ class Need:
     def __init__(self, leaf, plan):
         self.leaf = leaf
         self.dims = [((leaf.dim_views[d.text], d.name), d.grain, d.text) for d in plan.dims if d.view is not None]
+        # a rollup answers under an access policy only if it stores every dimension the policy's condition reads
         self.filters = [((leaf.dim_views[d.text], d.name), d.grain, d.text)
-                        for d in plan.filter_dims if d.view is not None]
-        self.grains = {d.grain for d in (*plan.dims, *plan.filter_dims) if d.view is None}
+                        for d in (*plan.filter_dims, *leaf.row_dims) if d.view is not None]
+        self.grains = {d.grain for d in (*plan.dims, *plan.filter_dims, *leaf.row_dims) if d.view is None}
         self.grain = plan.grain
         self.exact = frozenset((key, grain) for key, grain, _ in self.dims)
         self.time_range = plan.query.time_range

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
-from semantic.errors import QueryError, did_you_mean
+from semantic.access.policy import UNRESTRICTED, Access, check_dimension, check_metric, dimensions_of
+from semantic.errors import Forbidden, QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
 from semantic.project.model import GRAINS, Conversion, Cumulative, Measure, Metric
 from semantic.query.filter_types import check_literal_types
@@ -50,6 +51,9 @@ class Leaf:
     table: str = ""  # what the leaf reads when no rollup answers it
     rollup: RollupUse | None = None  # the rollup that answers it (chosen by the Matcher)
     candidates: list[Candidate] = field(default_factory=list)  # every rollup considered, the chosen one first
+    public: bool = False  # feeds only `public` metrics: access policies' row filters do not apply
+    row_filter: exp.Expression | None = None  # the access policy's condition on this leaf's rows
+    row_dims: list[DimRef] = field(default_factory=list)  # the dimensions that condition reads
 
     def describe(self) -> str:
         what = ", ".join(f"{m.column}={m.measure.agg if m.measure else self.kind}({m.metric})" for m in self.metrics)
@@ -60,6 +64,8 @@ class Leaf:
             extra += f" cumulative {c.window or (c.grain_to_date + ' to date' if c.grain_to_date else 'all time')}"
         source = self.view or (self.conversion.stream if self.conversion else "?")
         lines = [f"{self.name}: {what} from {source}{(' ' + via) if via else ''}{extra}"]
+        if self.row_filter is not None:
+            lines.append(f"    rows: {self.row_filter.sql('duckdb')} (access policy)")
         r = self.rollup
         if r is not None:
             tail = f"; rows from {r.tail:%Y-%m-%d %H:%M} on read from {self.table}" if r.tail else ""
@@ -111,13 +117,17 @@ offset_parts = duration_parts  # "1 month" → (1, "month")
 
 
 class Planner:
-    def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict, matcher: Matcher | None = None):
-        self.graph, self.tree, self.streams, self.matcher = graph, tree, streams, matcher
+    def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict, matcher: Matcher | None = None,
+                 access: Access = UNRESTRICTED):
+        self.graph, self.tree, self.streams, self.matcher, self.access = graph, tree, streams, matcher, access
+        self.public = False  # planning a `public` metric's formula
 
     def plan(self, query: Query) -> Plan:
         self.query = query
         self.leaves: dict[tuple, Leaf] = {}
         dims = [self.graph.resolve(d) for d in dict.fromkeys(query.dimensions)]  # a repeated dimension counts once
+        for d in dims:
+            check_dimension(self.access, d)
         tr = query.time_range
         if tr and tr.start is not None and tr.end is not None and _instant(tr.start) > _instant(tr.end):
             raise QueryError(f"time_range starts ({tr.start}) after it ends ({tr.end})", "swap start and end")
@@ -134,9 +144,13 @@ class Planner:
         grains = [d.grain for d in dims if d.view is None]
         self.grain = min(grains, key=GRAINS.index) if grains else None  # the finest metric_time grain
         self.filters, self.filter_dims = self._filters(query)
+        for d in self.filter_dims:
+            check_dimension(self.access, d)
         metrics = {}
         for name in query.metrics:
+            check_metric(self.access, name, self.graph.model)
             metric = self.metric(name)
+            self.public = metric.public
             expr = self.formula(metric, None, None)
             if metric.fill_nulls_with is not None:
                 expr = exp.Coalesce(this=expr, expressions=[exp.convert(metric.fill_nulls_with)])
@@ -224,24 +238,26 @@ class Planner:
         if offset:
             self._check_offset(m.name, offset)
         kind = "cumulative" if cumulative else "measure"
-        key = (view, offset, cumulative, kind)
+        key = (view, offset, cumulative, kind, self.public)
         leaf = self.leaves.get(key)
         if leaf is None:
-            leaf = Leaf(f"leaf_{len(self.leaves)}", view, kind, offset=offset, cumulative=cumulative)
+            leaf = Leaf(f"leaf_{len(self.leaves)}", view, kind, offset=offset, cumulative=cumulative,
+                        public=self.public)
             self.leaves[key] = leaf
         column = m.name + (f"__{re.sub(r'[^a-z0-9]+', '_', offset)}" if offset else "") + \
-            (f"__{leaf.name}" if cumulative else "")
+            (f"__{leaf.name}" if cumulative else "") + ("__public" if leaf.public else "")
         if not any(x.column == column for x in leaf.metrics):
             leaf.metrics.append(LeafMetric(column, m.name, measure, m.filter))
         return exp.column(column, table="merged", quoted=True)
 
     def conversion_column(self, m: Metric) -> exp.Expression:
-        key = ("conversion", m.name)
+        key = ("conversion", m.name, self.public)
+        column = m.name + ("__public" if self.public else "")
         if key not in self.leaves:
-            leaf = Leaf(f"leaf_{len(self.leaves)}", None, "conversion", conversion=m.conversion)
-            leaf.metrics.append(LeafMetric(m.name, m.name, None, m.filter))
+            leaf = Leaf(f"leaf_{len(self.leaves)}", None, "conversion", conversion=m.conversion, public=self.public)
+            leaf.metrics.append(LeafMetric(column, m.name, None, m.filter))
             self.leaves[key] = leaf
-        return exp.column(m.name, table="merged", quoted=True)
+        return exp.column(column, table="merged", quoted=True)
 
     def _check_offset(self, metric: str, offset: str) -> None:
         if self.grain is None:
@@ -287,6 +303,15 @@ class Planner:
         return "time" if ref.view is None else self.graph.dims[ref.candidates[0] if ref.candidates else ref.view][
             ref.name].type
 
+    def _row_policy(self, leaf: Leaf, view: str | None) -> list[DimRef]:
+        """The access policy's condition on the view this leaf's rows come from, and the dimensions it reads."""
+        cond = None if leaf.public or view is None else self.access.rows.get(view)
+        if cond is None:
+            return []
+        leaf.row_filter = cond
+        leaf.row_dims = [self.graph.resolve(text) for text in dimensions_of(cond)]
+        return leaf.row_dims
+
     def _route(self, leaf: Leaf) -> None:
         """Check every dimension and filter is reachable from the leaf's view; record the joins needed."""
         needed = [*self.dims, *self.filter_dims]
@@ -294,7 +319,7 @@ class Planner:
             self._route_conversion(leaf, needed)
             return
         view = self.graph.views[leaf.view]
-        for d in needed:
+        for d in [*needed, *self._row_policy(leaf, leaf.view)]:
             if d.view is None:
                 if not view.time:
                     raise QueryError(f"view `{leaf.view}` has no time column, so `{d.text}` cannot apply to "
@@ -319,7 +344,11 @@ class Planner:
         features = {f.name for f in base.features}
         entity_view = next((v for v in self.graph.views.values()
                             for e in v.entities if e.name == stream.entity and v.primary_key == e.expr), None)
-        for d in needed:
+        if entity_view is None and not leaf.public and self.access.rows:
+            raise Forbidden(f"conversion metric {leaf.metrics[0].metric} has no view of its entity "
+                            f"`{stream.entity}` for your access policy to filter", "ask for it with a role that "
+                            "sees every row, or give the entity a view")
+        for d in [*needed, *self._row_policy(leaf, entity_view.name if entity_view else None)]:
             if d.view is None:
                 continue
             if d.name in features and "." not in d.text:

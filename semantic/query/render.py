@@ -64,6 +64,11 @@ class Renderer:
                     return exp.Paren(this=self.dim_expr(leaf, self.filter_refs[node.name]))
                 return node
             conds.append(f.copy().transform(bind))
+        if leaf.row_filter is not None:  # the access policy's rows: bound like a filter, on this leaf only
+            refs = {d.text: d for d in leaf.row_dims}
+            conds.append(exp.Paren(this=leaf.row_filter.copy().transform(
+                lambda n: exp.Paren(this=self.dim_expr(leaf, refs[n.name]))
+                if isinstance(n, exp.Column) and n.name in refs else n)))
         tr = self.plan.query.time_range
         if with_time and tr and leaf.rollup is not None:
             conds += rollup_sql.range_conditions(leaf.rollup, leaf.view)

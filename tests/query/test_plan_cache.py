@@ -56,7 +56,7 @@ def test_cache_keys_include_the_model_version(project_dir):
     p = Project.load(project_dir)
     try:
         p.compile(metrics=["revenue"])
-        ((version, dialect, _),) = p.compiler.cache.keys()
+        ((version, dialect, _access, _),) = p.compiler.cache.keys()
         assert (version, dialect) == (p.model.version, "duckdb")
     finally:
         p.close()
