@@ -48,6 +48,7 @@ from pathlib import Path
 import duckdb
 import httpx
 import psycopg
+from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
 
@@ -133,13 +134,17 @@ def load_postgres(dsn: str, rows: int, answer) -> None:
 class Server:
     """`phloem serve` as a subprocess: REST on one port, the wire protocol on another."""
 
-    def __init__(self, project_dir: Path, log: Path):
+    def __init__(self, project_dir: Path, log: Path, timeout: float = 300, env: dict[str, str] | None = None,
+                 user: str = "bench", password: str | None = None):
+        """`env`: extra environment for the server (PHLOEM_PG_USERS, keys …); loopback clients need no password
+        unless it sets PHLOEM_PG_TRUST. `user`/`password`: how the wire clients log in."""
         self.http_port, self.pg_port = free_port(), free_port()
+        self.user, self.password = user, password
         self.log_path = log
         cmd = [sys.executable, "-m", "server.cli", "serve", str(project_dir), "--host", HOST, "--port",
-               str(self.http_port), "--pg-port", str(self.pg_port), "--timeout", "300"]
-        env = {**os.environ, "PHLOEM_PG_TRUST": "loopback", "PYTHONPATH": str(ROOT)}
-        env.pop("PHLOEM_PG_USERS", None)
+               str(self.http_port), "--pg-port", str(self.pg_port), "--timeout", f"{timeout:g}"]
+        base = {k: v for k, v in os.environ.items() if k != "PHLOEM_PG_USERS" and not k.startswith("PHLOEM_MAX_")}
+        env = {**base, "PHLOEM_PG_TRUST": "loopback", "PYTHONPATH": str(ROOT), **(env or {})}
         self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 180
@@ -157,7 +162,8 @@ class Server:
 
     @property
     def dsn(self) -> str:
-        return f"host={HOST} port={self.pg_port} user=bench dbname=shop"
+        return make_conninfo(host=HOST, port=self.pg_port, user=self.user, dbname="shop",
+                             **({"password": self.password} if self.password else {}))
 
     @property
     def url(self) -> str:
