@@ -22,6 +22,7 @@ import inspect
 import logging
 import os
 import re
+import select
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -129,6 +130,18 @@ def _widened(parts: list[pa.ChunkedArray]) -> pa.ChunkedArray:
         return pa.chunked_array([p.cast(pa.decimal128(38, scale)) for p in parts])
     except pa.ArrowInvalid:
         return pa.chunked_array([p.cast(pa.decimal256(76, scale)) for p in parts])
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    """Whether an idle connection is still open at the server's end. The server says nothing unasked to an idle
+    session (no LISTEN here) except when it ends it: a FATAL message and the socket's end make it readable."""
+    if conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
 
 
 @contextmanager
@@ -347,17 +360,20 @@ class PostgresEngine:
                    f"`{user}` (docs/postgres.md, \"The warehouse\")")
 
     def _writer_conn(self) -> psycopg.Connection:
-        if self._writer is None or self._writer.closed:
+        writer = self._writer
+        # replaced only between transactions: inside one, a fresh connection would run the rest outside it
+        between = writer is not None and writer.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if writer is None or writer.closed or (between and not _alive(writer)):
+            if writer is not None:
+                writer.close()
             self._writer = self._open()
         return self._writer
 
     @contextmanager
     def _reader(self, client: bool = False) -> Iterator[psycopg.Connection]:
         with self._slots:
-            with self._idle_lock:
-                idle = self._idle[client]
-                conn = idle.pop() if idle else None
-            if conn is None or conn.closed:
+            conn = self._pooled(client)
+            if conn is None:
                 conn = self._open_client() if client else self._open()
             try:
                 yield conn
@@ -368,6 +384,17 @@ class PostgresEngine:
                         self._idle[client].append(conn)
                 else:
                     conn.close()
+
+    def _pooled(self, client: bool) -> psycopg.Connection | None:
+        """An idle connection still open at the server's end, if any. The others are closed: after PostgreSQL
+        restarted (or an admin ended its backends) each would fail one query, long after the server is back."""
+        while True:
+            with self._idle_lock:
+                idle = self._idle[client]
+                conn = idle.pop() if idle else None
+            if conn is None or _alive(conn):
+                return conn
+            conn.close()
 
     def _limit(self, conn: psycopg.Connection, timeout: float | None, always: bool = False) -> None:
         """The server cancels the connection's statements after `timeout` s (set when it changes, or `always`:

@@ -37,7 +37,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from semantic.errors import PhloemError, QueryError, QueryTimeout
+from semantic.errors import PhloemError, QueryError, QueryTimeout, WarehouseError
 from semantic.limits import BATCH_ROWS, WATCHDOG, Cancel, Limits, collect
 from semantic.project.project import Answer
 from semantic.query.filters import parse_error_position
@@ -892,6 +892,8 @@ _SEMANTIC_STATES = (("unknown table", "42P01"), ("has no column", "42703"), ("un
 def _sqlstate(e: PhloemError) -> str:
     if isinstance(e, QueryTimeout):
         return "57014"
+    if isinstance(e, WarehouseError) and not isinstance(e, QueryError):
+        return "58000"  # system_error: the warehouse failed (down, restarting), not this statement nor Phloem
     if isinstance(e, QueryError):
         message = e.message.lower()
         return next((s for pattern, s in _SEMANTIC_STATES if pattern in message), "42000")
