@@ -72,23 +72,30 @@ class Question:
     metrics: tuple[str, ...]
     dimensions: tuple[str, ...] = ()
     where: tuple[str, tuple[str, ...]] | None = None  # (dimension, values it is in)
+    limit: int | None = None  # a number unique to the request makes it a cache miss at every door
 
     def rest(self) -> dict:
         body = {"metrics": list(self.metrics), "dimensions": list(self.dimensions)}
         if self.where:
             body["filters"] = [f"{self.where[0]} in ({', '.join(quoted(v) for v in self.where[1])})"]
+        if self.limit is not None:
+            body["limit"] = self.limit
         return body
 
     def sql(self) -> str:
         columns = [*self.dimensions, *(f"MEASURE({m}) AS {m}" for m in self.metrics)]
         where = f" WHERE {self.where[0]} IN ({', '.join(quoted(v) for v in self.where[1])})" if self.where else ""
         group = f" GROUP BY {', '.join(str(i + 1) for i in range(len(self.dimensions)))}" if self.dimensions else ""
-        return f"SELECT {', '.join(columns)} FROM metrics{where}{group}"
+        limit = f" LIMIT {self.limit}" if self.limit is not None else ""
+        return f"SELECT {', '.join(columns)} FROM metrics{where}{group}{limit}"
 
     def graphql(self) -> dict:
-        where = ""
+        arguments = []
         if self.where:
-            where = f"(where: {{{self.where[0]}: {{in: {json.dumps(list(self.where[1]))}}}}})"
+            arguments.append(f"where: {{{self.where[0]}: {{in: {json.dumps(list(self.where[1]))}}}}}")
+        if self.limit is not None:
+            arguments.append(f"limit: {self.limit}")
+        where = f"({', '.join(arguments)})" if arguments else ""
         fields = [GRAPHQL_DIMENSION[d] for d in self.dimensions] + [camel(m) for m in self.metrics]
         return {"query": f"{{ query{where} {{ {' '.join(fields)} }} }}"}
 
@@ -166,7 +173,8 @@ class Doors:
         r = await self.http.post("/graphql", json=q.graphql())
         doc = checked(r)
         if doc.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {str(doc['errors'])[:300]}")
+            code = ((doc["errors"][0].get("extensions") or {}).get("code")) or "?"
+            raise Refused(f"graphql {code}", f"GraphQL errors: {str(doc['errors'])[:300]}")
         cached = ((doc.get("extensions") or {}).get("phloem") or {}).get("cached")
         return q.from_graphql(doc["data"]["query"]), "hit" if cached else "miss"
 
@@ -189,9 +197,17 @@ class Doors:
         return {}, kind
 
 
+class Refused(Exception):
+    """A door's answer that is not a success: `outcome` is `HTTP <status>` or `graphql <code>`."""
+
+    def __init__(self, outcome: str, text: str):
+        super().__init__(f"{outcome}: {text}" if not text.startswith("GraphQL") else text)
+        self.outcome = outcome
+
+
 def checked(r: httpx.Response) -> dict:
     if r.status_code != 200:
-        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+        raise Refused(f"HTTP {r.status_code}", r.text[:300])
     return r.json()
 
 
