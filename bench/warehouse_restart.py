@@ -44,11 +44,11 @@ from pathlib import Path
 import duckdb
 import httpx
 import psycopg
-import yaml
 from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 from rich.console import Console
 from rich.table import Table
+from ruamel.yaml import YAML
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -79,7 +79,8 @@ def warehouse_project(folder: Path, admin_dsn: str, scale: int, seed: int, conso
         admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(database)))
         admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(database)))
     dsn = make_conninfo(admin_dsn, dbname=database)
-    settings = yaml.safe_load((project / "phloem.yml").read_text())
+    yaml = YAML(typ="safe")
+    settings = yaml.load(project / "phloem.yml")
     con = duckdb.connect(str(project / settings["warehouse"]["database"]), read_only=True)
     engine = PostgresEngine(dsn)
     try:
@@ -88,7 +89,7 @@ def warehouse_project(folder: Path, admin_dsn: str, scale: int, seed: int, conso
         engine.close()
         con.close()
     settings["warehouse"] = {"engine": "postgres", "dsn": dsn}
-    (project / "phloem.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    yaml.dump(settings, project / "phloem.yml")
     console.print(f"copied {sum(counts.values()):,} raw rows into PostgreSQL database {database}")
     return project, dsn, database
 
