@@ -45,7 +45,7 @@ import duckdb
 import httpx
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rich.console import Console
 from rich.table import Table
 from ruamel.yaml import YAML
@@ -119,16 +119,12 @@ def block(admin_dsn: str, database: str, allow: bool) -> float:
     return time.perf_counter() - started
 
 
-def wait_for_postgres(admin_dsn: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            psycopg.connect(admin_dsn, connect_timeout=2).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def refuses(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+        return False
+    except psycopg.OperationalError:
+        return True
 
 
 @dataclass
@@ -141,8 +137,9 @@ class Outcome:
 
 
 class Restart:
-    def __init__(self, server: Server, args: argparse.Namespace, values: dict[str, list[str]], database: str):
-        self.server, self.args, self.values, self.database = server, args, values, database
+    def __init__(self, server: Server, args: argparse.Namespace, values: dict[str, list[str]], dsn: str):
+        self.server, self.args, self.values, self.dsn = server, args, values, dsn
+        self.database = conninfo_to_dict(dsn)["dbname"]
         self.outcomes: list[Outcome] = []
         self.ready: list[tuple[float, int]] = []
         self.events: dict[str, float] = {}
@@ -170,6 +167,7 @@ class Restart:
     async def outage(self) -> None:
         await asyncio.sleep(self.args.before)
         how, admin, loop = self.args.how, self.args.pg_dsn, asyncio.get_running_loop()
+        watching = asyncio.create_task(self.watch())
         self.events["down"] = self.now()
         if how == "restart":
             self.events["restart_s"] = await loop.run_in_executor(None, cluster, "restart")
@@ -180,8 +178,16 @@ class Restart:
             await asyncio.sleep(self.args.down)
             self.events["starting"] = self.now()
             self.events["start_s"] = await loop.run_in_executor(None, *back)
-        if how != "block":
-            await loop.run_in_executor(None, wait_for_postgres, admin)
+        await asyncio.wait_for(watching, 120)
+
+    async def watch(self) -> None:
+        """When this bench's database first refuses a connection, and when it first accepts one again."""
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(None, refuses, self.dsn):
+            await asyncio.sleep(0.02)
+        self.events["refusing"] = self.now()
+        while await loop.run_in_executor(None, refuses, self.dsn):
+            await asyncio.sleep(0.02)
         self.events["back"] = self.now()
 
     async def client(self, i: int, doors: Doors) -> None:
@@ -232,9 +238,13 @@ class Restart:
             await asyncio.sleep(0.25)
 
 
-def phase_of(r: Restart, t: float) -> str:
-    if t < r.events["down"]:
+def phase_of(r: Restart, t: float, latency: float = 0.0) -> str:
+    """before (answered before the warehouse was told to go); stopping (sent while the command ran); outage (sent
+    while it refused connections); after (sent once it accepted them again)."""
+    if t + latency < r.events["down"]:
         return "before"
+    if t < r.events["refusing"]:
+        return "stopping"
     return "outage" if t < r.events["back"] else "after"
 
 
@@ -243,9 +253,9 @@ def analyse(r: Restart) -> dict:
     slowest: dict[str, float] = defaultdict(float)
     samples: dict[str, str] = {}
     for o in r.outcomes:
-        phase = phase_of(r, o.started)
+        phase = phase_of(r, o.started, o.latency)
         by_phase[phase][o.door][o.outcome] += 1
-        if phase == "outage":
+        if phase in ("stopping", "outage"):
             slowest[o.door] = max(slowest[o.door], o.latency)
         if o.outcome != "ok":
             samples.setdefault(o.outcome, o.message)
@@ -262,13 +272,13 @@ def analyse(r: Restart) -> dict:
     ready_back = next((t for t, s in r.ready if t >= back and s == 200), None)
     bad = [o for o in r.outcomes if o.outcome in ("HTTP 500", "SQLSTATE XX000", "graphql INTERNAL_SERVER_ERROR")
            or o.latency > r.args.server_timeout + SLACK or o.outcome == "client timeout"
-           or (phase_of(r, o.started) == "before" and o.outcome != "ok")]
+           or (phase_of(r, o.started, o.latency) == "before" and o.outcome != "ok")]
     return {
         "events_s": {k: round(v, 3) for k, v in r.events.items()},
         "outcomes": {p: {d: dict(c) for d, c in doors.items()} for p, doors in by_phase.items()},
         "slowest_during_outage_s": {d: round(v, 3) for d, v in slowest.items()},
         "recovery": recovery,
-        "readyz": {"statuses_during_outage": dict(Counter(s for t, s in r.ready if r.events["down"] <= t < back)),
+        "readyz": {"statuses_during_outage": dict(Counter(s for t, s in r.ready if r.events["refusing"] <= t < back)),
                    "first_200_after_back_s": None if ready_back is None else round(ready_back - back, 3)},
         "message_samples": samples,
         "bad": len(bad) + sum(v["failures_after_first_ok"] for v in recovery.values())
@@ -279,18 +289,18 @@ def analyse(r: Restart) -> dict:
 
 def print_report(result: dict, info: dict, console: Console) -> None:
     table = Table(title=f"Phloem while PostgreSQL goes away ({info['how']}, {info['clients']} clients)")
-    for name in ("phase", "door", "answers", "slowest (outage)"):
+    for name in ("phase", "door", "answers", "slowest (stopping + outage)"):
         table.add_column(name)
-    for phase in ("before", "outage", "after"):
+    for phase in ("before", "stopping", "outage", "after"):
         for door in DOORS:
             counts = result["outcomes"].get(phase, {}).get(door, {})
-            slow = result["slowest_during_outage_s"].get(door) if phase == "outage" else None
+            slow = result["slowest_during_outage_s"].get(door) if phase == "outage" else None  # stopping included
             table.add_row(phase, door, ", ".join(f"{k} × {v}" for k, v in sorted(counts.items())) or "–",
                           "" if slow is None else f"{slow:.2f} s")
     console.print(table)
     ev = result["events_s"]
-    console.print(f"warehouse down at {ev['down']:.1f} s, back at {ev['back']:.1f} s "
-                  f"({ev['back'] - ev['down']:.1f} s of outage)")
+    console.print(f"the warehouse was told to go at {ev['down']:.1f} s, refused connections from {ev['refusing']:.1f} s, "
+                  f"accepted them again at {ev['back']:.1f} s ({ev['back'] - ev['refusing']:.1f} s of outage)")
     rec = Table(title="recovery (from the warehouse being back)")
     for name in ("door", "first answer after", "failures after it"):
         rec.add_column(name)
@@ -336,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(project, Path(work) / "server.log", timeout=args.server_timeout)
             try:
                 values = asyncio.run(column_values(server, {}))
-                restart = Restart(server, args, values, database)
+                restart = Restart(server, args, values, dsn)
                 console.print(f"serving {server.url} (wire port {server.pg_port}); load for {args.before:g} s, then "
                               f"the warehouse goes away ({args.how}) …")
                 asyncio.run(restart.run())
