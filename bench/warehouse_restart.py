@@ -312,7 +312,7 @@ def print_report(result: dict, info: dict, console: Console) -> None:
     console.print(f"/readyz during the outage: {ready['statuses_during_outage']}; 200 again "
                   f"{ready['first_200_after_back_s']} s after")
     for outcome, message in result["message_samples"].items():
-        console.print(f"  {outcome}: {message}", markup=False)
+        console.print(f"  {message if message.startswith(outcome) else f'{outcome}: {message}'}", markup=False)
     for line in result["bad_samples"]:
         console.print(f"  [red]{line}[/]", markup=False)
     console.print(f"load average: start {info['machine']['loadavg_start']}, end {info['machine']['loadavg_end']}")
