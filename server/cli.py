@@ -231,6 +231,10 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     password when no users are set. PHLOEM_PG_TRUST (none|loopback|all) says who needs no password, overriding
     both; PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS.
 
+    The HTTP doors answer anyone only on a loopback --host with no auth configured; PHLOEM_API_KEYS_FILE (API keys,
+    `phloem keys create`), PHLOEM_JWT_SECRET(_FILE) or PHLOEM_JWKS (JWT bearer tokens) turn auth on (docs/auth.md),
+    and a non-loopback --host refuses to start without one of them.
+
     While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
     `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """

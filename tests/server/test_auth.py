@@ -272,6 +272,19 @@ def test_an_hs_token_is_refused_where_only_public_keys_are_configured(jwks_url_s
     refused(httpx.get(jwks_url_server.url + "/api/v1/meta", headers=bearer("phk_1234_abcd")), "API keys")
 
 
+def test_a_jwks_url_that_does_not_answer_is_503_not_401(runtime):
+    from tests.server.conftest import free_port
+
+    env = {"PHLOEM_JWKS": f"http://127.0.0.1:{free_port()}/jwks.json"}  # nothing listens there
+    server = serve(create_app(runtime, auth=Authenticator.from_env(env)))
+    try:
+        r = httpx.get(server.url + "/api/v1/meta", headers=bearer(rs()))
+        assert r.status_code == 503 and "signing keys" in r.json()["error"]["message"], r.text
+        assert "127.0.0.1" not in r.text
+    finally:
+        server.__exit__()
+
+
 def test_an_rs_token_signed_with_the_ec_key_id_is_refused(secured):
     # a token claiming RS256 with the kid of the EC key: no RSA key of that kid, so no key at all
     refused(httpx.get(secured.url + "/api/v1/meta", headers=bearer(rs(kid="e1"))), "no signing key")
