@@ -21,7 +21,7 @@ from server.errors import body, json_response, status_of
 OPEN = ("/healthz", "/readyz", "/", "/docs", "/docs/assets/*", "/openapi.json", "/explorer/*", "/graphql/assets/*")
 _EXACT = frozenset(p for p in OPEN if not p.endswith("*"))
 _PREFIXES = tuple(p[:-1] for p in OPEN if p.endswith("*"))
-PUBLIC = SecurityContext("anonymous")  # an open path's caller when auth is on: restricted, no roles
+PUBLIC = SecurityContext("unauthenticated")  # an open path's caller when auth is on: restricted, no roles
 
 
 def is_open(path: str) -> bool:
