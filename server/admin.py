@@ -1,24 +1,24 @@
 """Admin endpoints for the CLI beside a running server: build and suggest on the server's warehouse connection.
 
 DuckDB lets one process write a database file, so while `phloem serve` holds it, `phloem build` and
-`phloem rollups suggest` ask the server to do the work. Only a caller holding the token of the server record
-(`.phloem/server.json`, mode 0600) may: a local user who can read the project.
+`phloem rollups suggest` ask the server to do the work. Only a caller with the admin role may: the local CLI
+(it holds the token of the server record, `.phloem/server.json`, mode 0600), or, when auth is on, a key or token
+with the role PHLOEM_ADMIN_ROLE (default `admin`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from dataclasses import asdict
-from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from semantic.errors import ModelError, PhloemError
+from server.auth.http import require_admin
 from server.errors import body, json_response, status_of
 
 NDJSON = "application/x-ndjson"
@@ -32,16 +32,6 @@ class SuggestRequest(BaseModel):
     limit: int = Field(5, ge=1, le=100)
 
 
-def _refused(request: Request, authorization: str | None) -> Response | None:
-    token = request.app.state.runtime.token
-    given = (authorization or "").removeprefix("Bearer ").strip()
-    if token and given and hmac.compare_digest(given.encode(), token.encode()):
-        return None
-    return json_response(body("forbidden", "admin endpoints need the token of this server's record",
-                              "run the `phloem` command in the project folder, as a user who can read "
-                              ".phloem/server.json"), 403)
-
-
 def _failure(e: BaseException) -> tuple[int, dict]:
     """The status, and the error as the local command would print it: the CLI's user owns the project, so the
     whole message (translated once: a second `status_of` would log the error again under another id)."""
@@ -53,10 +43,8 @@ def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1/admin", tags=["admin"], include_in_schema=False)
 
     @api.post("/build", summary="Re-read the model files and build what is stale; progress as NDJSON lines")
-    async def build(request: Request, req: BuildRequest,
-                    authorization: Annotated[str | None, Header()] = None) -> Response:
-        if (refused := _refused(request, authorization)) is not None:
-            return refused
+    async def build(request: Request, req: BuildRequest) -> Response:
+        require_admin(request)
         runtime = request.app.state.runtime
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -85,12 +73,10 @@ def router() -> APIRouter:
         return StreamingResponse(stream(), media_type=NDJSON)
 
     @api.post("/rollups/suggest", summary="Rollups the query log asks for, estimated in the warehouse")
-    async def suggest(request: Request, req: SuggestRequest,
-                      authorization: Annotated[str | None, Header()] = None) -> Response:
+    async def suggest(request: Request, req: SuggestRequest) -> Response:
         from semantic.materialize import suggest as suggesting
 
-        if (refused := _refused(request, authorization)) is not None:
-            return refused
+        require_admin(request)
         runtime = request.app.state.runtime
         try:
             found = await run_in_threadpool(suggesting.suggest, runtime.project, None, req.limit)
@@ -101,12 +87,11 @@ def router() -> APIRouter:
                                "source_rows": s.source_rows} for s in found])
 
     @api.post("/validate", summary="The model files as they are now, compiled against the server's warehouse")
-    async def validate(request: Request, authorization: Annotated[str | None, Header()] = None) -> Response:
+    async def validate(request: Request) -> Response:
         from semantic.project.load import load_project
         from semantic.project.verify import warehouse_problems
 
-        if (refused := _refused(request, authorization)) is not None:
-            return refused
+        require_admin(request)
         runtime = request.app.state.runtime
 
         def check() -> list:

@@ -14,13 +14,18 @@ from fastapi.staticfiles import StaticFiles
 
 from semantic.limits import Limits
 from server import admin, errors, explore, explorer, rest
+from server.auth import Authenticator
+from server.auth.http import Authenticate
 from server.errors import json_response
 from server.graphql import graphql_router
 from server.runtime import Runtime
 
 
-def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limits: Limits | None = None) -> FastAPI:
+def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limits: Limits | None = None,
+               auth: Authenticator | None = None) -> FastAPI:
+    """`auth`: who may ask (default: from PHLOEM_API_KEYS_FILE, PHLOEM_JWT_* and PHLOEM_JWKS; none set: anyone)."""
     runtime = project if isinstance(project, Runtime) else Runtime(project, timeout=timeout, limits=limits)
+    auth = auth if auth is not None else Authenticator.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -32,6 +37,8 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
                   description="A semantic layer on activity streams: metrics by any dimensions, over REST, "
                               "GraphQL (/graphql), semantic SQL and the PostgreSQL wire protocol.")
     app.state.runtime = runtime
+    app.state.auth = auth
+    app.add_middleware(Authenticate, auth=auth)  # every request but the probes and static pages: see auth.http.OPEN
     errors.install(app)
     _mount_docs(app)
     app.include_router(rest.router())

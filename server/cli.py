@@ -231,6 +231,10 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     password when no users are set. PHLOEM_PG_TRUST (none|loopback|all) says who needs no password, overriding
     both; PHLOEM_PG_SSL_CERT / PHLOEM_PG_SSL_KEY turn on TLS.
 
+    The HTTP doors answer anyone only on a loopback --host with no auth configured; PHLOEM_API_KEYS_FILE (API keys,
+    `phloem keys create`), PHLOEM_JWT_SECRET(_FILE) or PHLOEM_JWKS (JWT bearer tokens) turn auth on (docs/auth.md),
+    and a non-loopback --host refuses to start without one of them.
+
     While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
     `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """
@@ -238,6 +242,7 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
         limits = Limits.from_env(rows=max_rows, bytes=max_bytes)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    auth = _auth(host)
     demo = project is None
     project = DEMO_DIR if demo else project
     with user_errors():
@@ -253,13 +258,32 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     # uvicorn stops gracefully on SIGTERM, then re-raises it: exit through `finally`, so the record goes too
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:
-        _serve(root, demo, host, port, timeout, scale, pg_port, record, limits)
+        _serve(root, demo, host, port, timeout, scale, pg_port, record, limits, auth)
     finally:
         record.remove(root)
 
 
+def _auth(host: str):
+    """Who may ask the HTTP doors; exits when nothing is configured and clients beyond this machine could ask."""
+    from server.auth import Authenticator, is_loopback
+
+    try:
+        auth = Authenticator.from_env()
+    except ValueError as e:
+        err.print(f"[red]error:[/red] authentication is misconfigured: {escape(str(e))}", highlight=False)
+        raise typer.Exit(1) from None
+    if not auth.enabled and not is_loopback(host):
+        err.print(f"[red]error:[/red] --host {escape(host)} lets other machines in, and no authentication is "
+                  "configured: set PHLOEM_API_KEYS_FILE (API keys: `phloem keys create NAME --role ROLE`), "
+                  "PHLOEM_JWT_SECRET or PHLOEM_JWT_SECRET_FILE (HS256 tokens), or PHLOEM_JWKS (RS256/ES256 "
+                  "tokens) — see docs/auth.md — or serve on 127.0.0.1",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    return auth
+
+
 def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scale: int, pg_port: int,
-           record: ServerRecord, limits: Limits) -> None:
+           record: ServerRecord, limits: Limits, auth=None) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -270,7 +294,7 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
             prepare_demo(project, scale, 7)
         with _open(project) as p, progress_bar("building") as update:
             p.ensure_built(update)
-        app_ = create_app(project, timeout=timeout, limits=limits)
+        app_ = create_app(project, timeout=timeout, limits=limits, auth=auth)
         app_.state.runtime.token = record.token
     base = f"http://{host}:{port}"
     name = app_.state.runtime.project.model.settings.name
@@ -279,7 +303,9 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
               f"  Explorer {base}/   (the metric tree: values, changes and what drove them)\n"
               f"  REST     {base}/api/v1/meta   (POST /api/v1/query, /api/v1/explain, /api/v1/sql)\n"
               f"  OpenAPI  {base}/docs\n"
-              f"  GraphQL  {base}/graphql{pg_line}", highlight=False)
+              f"  GraphQL  {base}/graphql{pg_line}"
+              + ("\n  Auth     API keys and/or JWT bearer tokens (docs/auth.md)" if auth and auth.enabled else ""),
+              highlight=False)
     config = uvicorn.Config(app_, host=host, port=port, log_level="warning")
     if not pg_port:
         uvicorn.Server(config).run()
@@ -518,6 +544,88 @@ def rollups_suggest(project: ProjectOpt = None,
         if write:
             path = suggest.write(p.model.root, found)
             out.print(f"appended {len(found)} rollup(s) to {path}; `phloem build` builds them")
+
+
+# ------------------------------------------------------------------ keys
+
+keys_app = typer.Typer(help="API keys for the HTTP doors: the server keeps only their SHA-256 digests.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+KeysFile = Annotated[Path | None, typer.Option("--file", help="The keys file (default: PHLOEM_API_KEYS_FILE).")]
+
+
+def _keys_file(file: Path | None) -> Path:
+    if file is None and not os.environ.get("PHLOEM_API_KEYS_FILE"):
+        raise typer.BadParameter("give --file, or set PHLOEM_API_KEYS_FILE to the server's keys file")
+    return file if file is not None else Path(os.environ["PHLOEM_API_KEYS_FILE"])
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="Who holds the key: the user of its requests.")],
+                role: Annotated[list[str] | None, typer.Option("--role", "-r", help="A role (repeatable).")] = None,
+                tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+                attr: Annotated[list[str] | None, typer.Option(
+                    "--attr", help="An attribute for access policies, k=v (a JSON list or object as v: parsed)"
+                    )] = None,
+                file: KeysFile = None) -> None:
+    """Make an API key: printed once, here; only its digest goes into the keys file (mode 0600)."""
+    from server.auth.keys import append_key, new_key
+
+    attributes = {}
+    for item in attr or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise typer.BadParameter(f"--attr takes key=value, not {item!r}")
+        try:
+            attributes[k] = orjson.loads(v) if v[:1] in "[{" and v else v
+        except orjson.JSONDecodeError:
+            raise typer.BadParameter(f"--attr {k}: {v!r} is not valid JSON") from None
+    path = _keys_file(file)
+    key, entry = new_key(name, role or [], tenant, attributes)
+    try:
+        append_key(path, entry)
+    except OSError as e:
+        err.print(f"[red]error:[/red] cannot write the keys file {escape(str(path))}: {escape(e.strerror or '')}")
+        raise typer.Exit(1) from None
+    err.print(f"API key {entry.id} for {escape(name)} (roles: {', '.join(entry.roles) or 'none'}) added to "
+              f"{escape(str(path))}; it is shown only now:", highlight=False, soft_wrap=True)
+    out.print(key, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(file: KeysFile = None) -> None:
+    """The keys in the keys file: id, holder, roles, tenant (never a key: the file has none)."""
+    from server.auth.keys import read_keys
+
+    try:
+        entries = read_keys(_keys_file(file))
+    except ValueError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    t = Table(title="API keys")
+    for name in ("id", "name", "roles", "tenant", "attributes", "created"):
+        t.add_column(name)
+    for e in entries:
+        t.add_row(e.id, e.name, ", ".join(e.roles), e.tenant or "", orjson.dumps(e.attributes).decode()
+                  if e.attributes else "", e.created)
+    out.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(which: Annotated[str, typer.Argument(help="A key's id, or a name (all of its keys).")],
+                file: KeysFile = None) -> None:
+    """Remove keys from the keys file; a running server refuses them from its next request."""
+    from server.auth.keys import remove_keys
+
+    try:
+        gone = remove_keys(_keys_file(file), which)
+    except (ValueError, OSError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    if not gone:
+        err.print(f"[red]error:[/red] no key has the id or name {escape(which)}")
+        raise typer.Exit(1)
+    err.print(f"revoked {gone} key(s)")
 
 
 def main() -> None:

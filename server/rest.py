@@ -15,6 +15,7 @@ from semantic.limits import Cancel, Reading
 from semantic.meta import describe
 from semantic.query.query import Query
 from server import errors
+from server.auth.http import require_admin
 from server.encode import ARROW, CSV, JSON, chunks, encode, negotiate
 from server.errors import json_response
 from server.memo import ByIdentity
@@ -103,6 +104,8 @@ def router() -> APIRouter:
 
     @api.post("/reload", summary="Re-read the model files (a broken model keeps the running version)")
     def reload(request: Request) -> Response:
+        if request.app.state.auth.enabled:  # the loopback demo without auth reloads for anyone, as before
+            require_admin(request)
         runtime = request.app.state.runtime
         changed = runtime.reload()
         return json_response({"reloaded": changed, "version": runtime.version})

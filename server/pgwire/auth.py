@@ -1,9 +1,11 @@
 """Who may connect: SCRAM-SHA-256 (RFC 5802 / RFC 7677) against stored verifiers, or trust where configured.
 
 Users come from `PHLOEM_PG_USERS` ("alice:secret,bob:SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>") or
-`PHLOEM_PG_USERS_FILE` (one `user:password-or-verifier` a line). A plain password is turned into a verifier
-when read and never kept; PostgreSQL's own `pg_authid.rolpassword` verifiers are accepted as they are, and
-`python -m server.pgwire.auth USER PASSWORD` prints one.
+`PHLOEM_PG_USERS_FILE` (one `user:password-or-verifier` a line; or, for a file named *.yml / *.yaml, a mapping
+of user names to `password` or `verifier`, `roles`, `tenant` and `attributes`: who each user is, as a
+SecurityContext). A plain password is turned into a verifier when read and never kept; PostgreSQL's own
+`pg_authid.rolpassword` verifiers are accepted as they are, and `python -m server.pgwire.auth USER PASSWORD`
+prints one.
 
 Channel binding is not offered (no SCRAM-SHA-256-PLUS): clients send the `n,,` or `y,,` GS2 header, both
 accepted. An unknown user goes through the same exchange with a made-up salt and fails like a wrong password,
@@ -21,6 +23,10 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from semantic.access.context import SecurityContext
 
 MECHANISM = "SCRAM-SHA-256"
 ITERATIONS = 4096
@@ -96,19 +102,59 @@ def parse_users(spec: str) -> dict[str, Verifier]:
         user, sep, secret = item.partition(":")
         if not sep or not user:
             raise ValueError(f"expected user:password, got {item.split(':')[0]!r}…")
-        users[user] = Verifier.parse(secret) if secret.startswith(MECHANISM + "$") else Verifier.from_password(secret)
+        users[user] = _secret(secret)
     return users
+
+
+def _secret(secret: str) -> Verifier:
+    return Verifier.parse(secret) if secret.startswith(MECHANISM + "$") else Verifier.from_password(secret)
+
+
+def parse_users_yaml(text: str) -> tuple[dict[str, Verifier], dict[str, SecurityContext]]:
+    """`alice: {password | verifier, roles: [..], tenant, attributes: {..}}` into verifiers and contexts."""
+    try:
+        data = YAML(typ="safe", pure=True).load(text) or {}
+    except Exception as e:
+        raise ValueError(f"the users file is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError("the users file must map user names to their password (or verifier) and roles")
+    users, contexts = {}, {}
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or not (entry.get("password") or entry.get("verifier")):
+            raise ValueError(f"user {str(name)!r} needs a password or a verifier")
+        roles = entry.get("roles") or []
+        roles = roles.replace(",", " ").split() if isinstance(roles, str) else roles
+        attributes = entry.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            raise ValueError(f"user {str(name)!r}: attributes must be a mapping")
+        tenant = entry.get("tenant")
+        users[str(name)] = _secret(str(entry.get("verifier") or entry["password"]))
+        contexts[str(name)] = SecurityContext(str(name), frozenset(str(r) for r in roles),
+                                              None if tenant is None else str(tenant), dict(attributes))
+    return users, contexts
+
+
+def load_users(environ=os.environ) -> tuple[dict[str, Verifier], dict[str, SecurityContext]] | None:
+    """Users (verifiers) and who they are (contexts; a user of the line format has no roles) from
+    PHLOEM_PG_USERS and PHLOEM_PG_USERS_FILE; None when neither is set."""
+    spec, path = environ.get("PHLOEM_PG_USERS"), environ.get("PHLOEM_PG_USERS_FILE")
+    if spec is None and path is None:
+        return None
+    users, contexts = parse_users(spec or ""), {}
+    if path:
+        text = Path(path).read_text()
+        if Path(path).suffix in (".yml", ".yaml"):
+            more, contexts = parse_users_yaml(text)
+            users.update(more)
+        else:
+            users.update(parse_users(text))
+    return users, contexts
 
 
 def users_from_env(environ=os.environ) -> dict[str, Verifier] | None:
     """Users from PHLOEM_PG_USERS and PHLOEM_PG_USERS_FILE; None when neither is set."""
-    spec, path = environ.get("PHLOEM_PG_USERS"), environ.get("PHLOEM_PG_USERS_FILE")
-    if spec is None and path is None:
-        return None
-    users = parse_users(spec or "")
-    if path:
-        users.update(parse_users(Path(path).read_text()))
-    return users
+    loaded = load_users(environ)
+    return None if loaded is None else loaded[0]
 
 
 class ScramExchange:

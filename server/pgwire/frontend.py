@@ -37,6 +37,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
+from semantic.access.context import SecurityContext
 from semantic.errors import PhloemError, QueryError, QueryTimeout, WarehouseError
 from semantic.limits import BATCH_ROWS, WATCHDOG, Cancel, Limits, collect
 from semantic.project.project import Answer
@@ -94,8 +95,11 @@ class QueryCanceled(QueryTimeout):
 class Session:
     """One connection's state: who, where, its settings, transaction status, cursors, and its running statement."""
 
-    def __init__(self, user: str, database: str, options: dict | None, pid: int):
+    def __init__(self, user: str, database: str, options: dict | None, pid: int,
+                 context: SecurityContext | None = None):
         self.user, self.database, self.pid = user, database, pid
+        # who authenticated: the mapped roles of a SCRAM user; the unrestricted demo's for trust and library use
+        self.security_context = context if context is not None else SecurityContext.anonymous()
         self.settings: dict[str, str] = dict(C.DEFAULTS)
         self.settings["session_authorization"] = user
         self._apply_startup(options or {})
@@ -258,8 +262,9 @@ class Frontend:
     def catalog(self) -> Catalog:
         return self.version().catalog
 
-    def session(self, user: str, database: str, options: dict | None = None) -> Session:
-        return Session(user, database, options, next(self._pids))
+    def session(self, user: str, database: str, options: dict | None = None,
+                context: SecurityContext | None = None) -> Session:
+        return Session(user, database, options, next(self._pids), context)
 
     # -------------------------------------------------------------- describe
 

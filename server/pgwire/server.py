@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from semantic.access.context import SecurityContext
 from server.loop import new_event_loop
 from server.memo import ByIdentity
 from server.pgwire import messages as m
-from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, users_from_env
+from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, load_users
 from server.pgwire.messages import Body, InvalidEncoding, ProtocolViolation
 from server.pgwire.portals import (
     CloseCursor,
@@ -80,6 +81,7 @@ class PgConfig:
     host: str = "127.0.0.1"
     port: int = 15432  # 0: any free port (see PgServer.port)
     users: dict[str, Verifier] | None = None  # SCRAM verifiers by user name; None: none configured
+    identities: dict[str, SecurityContext] = field(default_factory=dict)  # who a user is (roles…); absent: no roles
     trust: str = "none"  # who may connect without a password: none | loopback | all
     ssl_cert: str | None = None  # PEM certificate chain and key: TLS on SSLRequest, else 'N'
     ssl_key: str | None = None
@@ -94,11 +96,12 @@ class PgConfig:
         """PHLOEM_PG_USERS / PHLOEM_PG_USERS_FILE (users), PHLOEM_PG_TRUST (none|loopback|all; default none,
         except loopback for the built-in demo (`demo`) when no users are set), PHLOEM_PG_SSL_CERT /
         PHLOEM_PG_SSL_KEY, PHLOEM_PG_SSL_REQUIRE=1, PHLOEM_PG_MAX_CONNECTIONS."""
-        users = users_from_env(environ)
+        loaded = load_users(environ)
+        users, identities = loaded if loaded is not None else (None, {})
         trust = environ.get("PHLOEM_PG_TRUST") or ("loopback" if demo and users is None else "none")
         if trust not in ("none", "loopback", "all"):
             raise ValueError(f"PHLOEM_PG_TRUST must be none, loopback or all, not {trust!r}")
-        values = dict(users=users, trust=trust, ssl_cert=environ.get("PHLOEM_PG_SSL_CERT") or None,
+        values = dict(users=users, identities=identities, trust=trust, ssl_cert=environ.get("PHLOEM_PG_SSL_CERT") or None,
                       ssl_key=environ.get("PHLOEM_PG_SSL_KEY") or None,
                       require_tls=environ.get("PHLOEM_PG_SSL_REQUIRE", "") in ("1", "true", "on", "yes"))
         if environ.get("PHLOEM_PG_MAX_CONNECTIONS"):
@@ -214,6 +217,7 @@ class Connection:
         self.pid = 0
         self.secret = 0
         self.session = None
+        self.security_context: SecurityContext | None = None  # who authenticated (also on the session)
         self.tls = False
         self.statements: dict[str, Statement] = {}
         self.portals: dict[str, Portal] = {}
@@ -370,17 +374,20 @@ class Connection:
             raise PgError("28000", f'connection for user "{user}" requires TLS (sslmode=require)', fatal=True)
         if len(self.server.connections) >= config.max_connections:
             raise PgError("53300", "sorry, too many clients already", fatal=True)
-        if self.trusted():
-            pass
+        if self.trusted():  # trust says who they are: a configured user's identity, else the unrestricted demo's
+            known = config.users is not None and user in config.users
+            self.security_context = self.identity(user) if known else SecurityContext.anonymous()
         elif config.users is not None:
             await self.scram(user, config.users.get(user))
+            self.security_context = self.identity(user)
         else:
             raise PgError("28000", f'no password is configured for user "{user}" from host "{self.peer}"',
                           hint=NO_USERS_HINT, fatal=True)
         self.out += m.AUTH_OK
         options = self.options(params)
         try:
-            self.session = await self.server.run(self.frontend.session, user, database, options)
+            self.session = await self.server.run(self.frontend.session, user, database, options,
+                                                 self.security_context)
         except Exception as e:
             err = error_of(e, False)
             err.fatal = True
@@ -397,6 +404,9 @@ class Connection:
         self.out += m.ready_for_query(self.status())
         await self.flush()
         return True
+
+    def identity(self, user: str) -> SecurityContext:
+        return self.server.config.identities.get(user) or SecurityContext(user)
 
     @staticmethod
     def options(params: dict[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ import yaml
 
 from semantic.limits import Limits
 from server import cli
+from server.auth import Authenticator
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "phloem.yaml").read_text()))
@@ -45,7 +46,8 @@ def test_ports_are_the_servers_defaults():
 def test_settings_are_ones_the_server_reads():
     env = {e["name"]: e.get("value") for e in container()["env"]}
     assert set(env) == set(COMPOSE["services"]["phloem"]["environment"]) == {
-        "PHLOEM_PG_USERS", "PHLOEM_MAX_ROWS", "PHLOEM_MAX_BYTES"}
+        "PHLOEM_PG_USERS", "PHLOEM_JWT_SECRET", "PHLOEM_MAX_ROWS", "PHLOEM_MAX_BYTES"}
+    assert Authenticator.from_env({"PHLOEM_JWT_SECRET": "0" * 64}).enabled  # a non-loopback serve starts
     limits = Limits.from_env({"PHLOEM_MAX_ROWS": env["PHLOEM_MAX_ROWS"], "PHLOEM_MAX_BYTES": env["PHLOEM_MAX_BYTES"]})
     assert (limits.rows, limits.bytes) == (1_000_000, 256 * 2**20)
 
