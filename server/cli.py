@@ -338,6 +338,39 @@ async def _serve_with_pg(http, runtime, host: str, pg_port: int, demo: bool = Fa
 
 
 @app.command()
+def worker(project: Annotated[Path | None, typer.Argument(help="Project folder (default: nearest phloem.yml).")] = None,
+           once: Annotated[bool, typer.Option("--once", help="One pass, then exit (1 if anything failed).")] = False,
+           interval: Annotated[float, typer.Option("--interval", min=0.01,
+                                                   help="Seconds between passes.")] = 60.0) -> None:
+    """Keep the project's tables built: each pass rebuilds what is stale and what its `refresh` schedule says is due.
+
+    Run as many as you like against one PostgreSQL warehouse: a lock in the warehouse lets one build at a time
+    (the others skip the pass), and servers answer from the previous tables until a build is published whole.
+    On DuckDB one process owns the database file, so run the worker where no server holds it.
+    """
+    import logging
+    import threading
+
+    from server.worker import Worker
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    with user_errors():
+        p = Project(load_project(find_project(project)))
+    try:
+        w = Worker(p)
+        if once:
+            raise typer.Exit(0 if w.run_once().ok else 1)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        w.run(interval, stop)
+    finally:
+        p.close()
+
+
+@app.command()
 def query(
     metrics: Annotated[str, typer.Option("--metrics", "-m", help="Comma-separated metric names.")],
     by: Annotated[str, typer.Option("--by", "-b", help="Dimensions, e.g. channel,metric_time__month.")] = "",

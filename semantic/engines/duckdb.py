@@ -11,9 +11,11 @@ in the same process, and a separate build process would fight the server for the
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +33,7 @@ OPEN_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions
 _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 _FILE = re.compile(r"\.(csv|tsv|txt|parquet|json|jsonl|ndjson|xlsx|arrow|feather|avro|gz|zst)$", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[{]")
+_MEMORY_BUILDS: dict[str, threading.Lock] = {}  # in-memory databases: the process is the only one that sees them
 
 
 def file_sources(sql: Iterable[str], root: Path | None = None) -> tuple[list[str], list[str]]:
@@ -216,6 +219,34 @@ class DuckDBEngine:
                              "read new ones)") from e
         except duckdb.Error as e:
             raise BuildError(f"building {table.sql(dialect='duckdb')} failed: {str(e).splitlines()[0]}") from e
+
+    @contextmanager
+    def build_lock(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the right to build `key` (a schema): True when held, False when another build holds it and not `wait`.
+
+        DuckDB lets one process write a file, so the lock is a file beside the database (`<database>.<key>.lock`,
+        flock: the kernel releases it when the holder dies); it orders the builds of every project opened on the
+        file, in this process or the next one to open it. An in-memory database is seen by this process alone."""
+        if self.database == ":memory:":
+            lock = _MEMORY_BUILDS.setdefault(f"{id(self.con)}:{key}", threading.Lock())
+            if not lock.acquire(blocking=wait):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                lock.release()
+            return
+        fd = os.open(f"{self.database}.{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def close(self) -> None:
         self.con.close()

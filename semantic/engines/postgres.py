@@ -43,6 +43,8 @@ from semantic.limits import BATCH_ROWS, NO_LIMITS, Cancel, Limits, QueryCancelle
 MAX_NAME = 63  # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1)
 READER_ROLE = "phloem_reader"
 GRANT_RETRY = 5.0  # seconds between looks for tables clients may read that do not exist yet
+# a build's backend polls its client this often, so a killed builder's statement (and lock) ends within it
+CLIENT_CHECK_MS = 1000
 log = logging.getLogger("phloem.warehouse")
 _said: set[str] = set()  # problems logged by this process (a CLI command opens a project more than once)
 _PARAMS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")|\?|%""")
@@ -193,6 +195,7 @@ class PostgresEngine:
         self._prepare_lock = threading.Lock()
         self._reader_dsn: str | None = None  # the role logging in itself, when it can
         self._next_grant = 0.0  # monotonic time of the next look for what is not granted yet
+        self._build_key: int | None = None  # the advisory lock the writer's session holds, if any
 
     # ------------------------------------------------------------ connections
 
@@ -364,10 +367,47 @@ class PostgresEngine:
         # replaced only between transactions: inside one, a fresh connection would run the rest outside it
         between = writer is not None and writer.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         if writer is None or writer.closed or (between and not _alive(writer)):
+            if self._build_key is not None:  # a new session would build without the lock: stop instead
+                raise WarehouseError("PostgreSQL: the connection holding the build lock was lost; the build stopped "
+                                     "and published nothing")
             if writer is not None:
                 writer.close()
             self._writer = self._open()
         return self._writer
+
+    @staticmethod
+    def lock_key(key: str) -> int:
+        """The advisory lock number of a build key (a schema): the same in every process, a signed 64-bit int."""
+        return int.from_bytes(hashlib.sha256(f"phloem build {key}".encode()).digest()[:8], "big", signed=True)
+
+    @contextmanager
+    def build_lock(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the right to build `key` (a schema) across every process on this database: True when held, False
+        when another session holds it and not `wait`.
+
+        A session advisory lock taken by the writer, the connection every build statement runs on: PostgreSQL
+        releases it when that session ends, and a killed builder's session ends within CLIENT_CHECK_MS (its
+        backend notices the dead client), so the lock never outlives a statement that could still publish."""
+        number = self.lock_key(key)
+        with self._lock:
+            with _server_errors():
+                conn = self._writer_conn()
+                conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_MS}")
+                if wait:
+                    held = bool(conn.execute("select pg_advisory_lock(%s) is null", [number]).fetchone())
+                else:
+                    held = conn.execute("select pg_try_advisory_lock(%s)", [number]).fetchone()[0]
+            if not held:
+                yield False
+                return
+            self._build_key = number
+            try:
+                yield True
+            finally:
+                self._build_key = None
+                if not conn.closed:
+                    with _server_errors():
+                        conn.execute("select pg_advisory_unlock(%s)", [number])
 
     @contextmanager
     def _reader(self, client: bool = False) -> Iterator[psycopg.Connection]:

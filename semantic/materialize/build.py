@@ -110,23 +110,27 @@ class Builder:
         return [n for n, fp in self.fingerprints.items() if built.get(n) != fp]
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None,
-              rollups: bool = True, skip: frozenset[str] = frozenset()) -> BuildReport:
+              rollups: bool = True, skip: frozenset[str] = frozenset(),
+              refresh: frozenset[str] = frozenset()) -> BuildReport:
         """Stage what is stale, then publish all of it at once; on any failure nothing visible changes.
 
         Rollups come after the datasets they read (from the staged copies when those were rebuilt too);
         `rollups=False` leaves them as they are (queries then read their stale tail from the dataset), `skip`
-        leaves these rollups as they are. A rollup that fails raises a BuildError naming it (`.rollup`).
+        leaves these rollups as they are. `refresh` names datasets and rollups to rebuild although up to date
+        (their schedule is due: the warehouse's rows may have changed); a dataset is rebuilt with its stream's
+        activities. A rollup that fails raises a BuildError naming it (`.rollup`).
         """
         report = BuildReport()
         self.engine.execute(f'create schema if not exists "{self.schema}"')
         self.drop_stages()
         stale = set(self.stale())
         names = {t.name for t in self.targets()} if force else stale - set(self.model.rollups)
+        names |= self.refreshed_tables(refresh)
         todo = [t for t in self.targets(staged=names) if t.name in names]
         jobs: list[RollupJob] = []
         if rollups and self.model.rollups:
             jobs = [j for j in self.rollups.jobs(self.fingerprints, force, stale & set(self.model.rollups), names,
-                                                 self.built_at()) if j.name not in skip]
+                                                 self.built_at(), due=refresh) if j.name not in skip]
         report.fresh = [t for t in self.fingerprints if t not in names and t not in {j.name for j in jobs}]
         total = len(todo) + len(jobs)
         try:
@@ -159,6 +163,20 @@ class Builder:
         if progress:
             progress("done", total, total)
         return report
+
+    def refreshed_tables(self, refresh: frozenset[str]) -> set[str]:
+        """The tables a refresh of these datasets rebuilds: each dataset and its stream's activity tables."""
+        out: set[str] = set()
+        for name in refresh & set(self.model.datasets):
+            stream = self.model.streams[self.model.datasets[name].stream]
+            out |= {name, *(table_name(stream, a) for a in stream.activities)}
+        return out
+
+    def last_built(self):
+        """When the newest table was published (None before the first build): changes with every build anywhere."""
+        if not self.engine.table_exists(self.schema, BUILDS):
+            return None
+        return self.engine.rows(f'select max(built_at), count(*) from "{self.schema}"."{BUILDS}"')[0]
 
     def built_at(self) -> dict:
         if not self.engine.table_exists(self.schema, BUILDS):

@@ -68,7 +68,7 @@ def restage(query: exp.Expression, schema: str, staged: set[str]) -> exp.Express
     return query.transform(swap)
 
 
-def due(refreshed_at: dt.datetime | None, refresh: str | None, now: dt.datetime) -> bool:
+def is_due(refreshed_at: dt.datetime | None, refresh: str | None, now: dt.datetime) -> bool:
     if refresh is None or refreshed_at is None:
         return True
     n, unit = duration_parts(refresh)
@@ -107,9 +107,10 @@ class RollupBuilds:
         return out
 
     def jobs(self, fingerprints: dict[str, str], force: bool, stale: set[str], rebuilt: set[str],
-             built_at: dict[str, dt.datetime]) -> list[RollupJob]:
+             built_at: dict[str, dt.datetime], due: frozenset[str] = frozenset()) -> list[RollupJob]:
         """Rollups to build now: new or changed ones in full; the rest when a dataset they read moved on and
-        their `refresh` interval has passed (or `force`), by partition where they declare `incremental`."""
+        their `refresh` interval has passed (or `force`, or they are in `due`: the worker found their schedule
+        due), by partition where they declare `incremental`."""
         recorded = self.recorded()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         out = []
@@ -121,7 +122,7 @@ class RollupBuilds:
             moved = bool(rebuilt & set(spec.sources)) or any(
                 state["source_built_at"] is None or (built_at.get(s) and built_at[s] > state["source_built_at"])
                 for s in spec.sources)
-            if force or (moved and due(state["refreshed_at"], spec.rollup.refresh, now)):
+            if force or name in due or (moved and is_due(state["refreshed_at"], spec.rollup.refresh, now)):
                 job = RollupJob(spec, fingerprints[name], incremental=bool(spec.rollup.incremental))
                 job.kept = dict(state["partitions"])
                 out.append(job)

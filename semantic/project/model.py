@@ -246,9 +246,11 @@ class Dataset(Frozen):
     include: tuple[str, ...] = ()
     # dbt_aql: sums over no rows are 0, and the in-between window excludes the next primary row.
     compat: Literal["phloem", "dbt_aql"] = "phloem"
+    refresh: str | None = None  # `phloem worker` rebuilds it from the warehouse once per this duration
     description: str | None = None
 
     _c = field_validator("columns", mode="before")(classmethod(lambda cls, v: _columns(v)))
+    _d = field_validator("refresh")(classmethod(lambda cls, v: _duration(v)))
 
     def output_columns(self) -> list[str]:
         return [c.name for c in self.columns] + [c.name for a in self.append for c in a.columns]

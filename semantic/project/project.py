@@ -51,6 +51,7 @@ class Project:
         self._lock = threading.Lock()  # guards the caches above: cachetools is not thread-safe
         self._build_lock = threading.Lock()
         self._catalog_loaded = not model.rollups  # rollup state is read from the warehouse on first use
+        self._last_build = None  # the newest build time in the warehouse this process has seen
         self.broken_rollups: dict[str, str] = {}  # rollups whose build failed: queries read their views meanwhile
         self.query_log = QueryLog(model.root)
         self._scoped: LRUCache = LRUCache(maxsize=256)  # per access: its visible catalog is built once
@@ -64,16 +65,34 @@ class Project:
         return self.model.settings.materialization.schema_
 
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None,
-              rollups: bool = True, skip: frozenset[str] = frozenset()) -> BuildReport:
-        with self._build_lock:  # one build at a time per project
-            report = self.builder.build(force=force, progress=progress, rollups=rollups, skip=skip)
+              rollups: bool = True, skip: frozenset[str] = frozenset(),
+              refresh: frozenset[str] | Callable[[], frozenset[str]] = frozenset(),
+              wait: bool = True) -> BuildReport | None:
+        """Build what is stale (and `refresh`: datasets and rollups to rebuild anyway; a callable is asked once
+        the lock is held) under the warehouse's build lock, so one process builds a schema at a time; with
+        `wait=False`, None when another process holds it (nothing was done)."""
+        with self._build_lock, self.engine.build_lock(self.schema, wait=wait) as held:
+            if not held:
+                return None
+            refresh = refresh() if callable(refresh) else refresh
+            report = self.builder.build(force=force, progress=progress, rollups=rollups, skip=skip, refresh=refresh)
         with self._lock:
             self._fresh["all"] = True
             if report.built:
                 self.generation += 1
                 self.results.clear()
+        self._last_build = self.builder.last_built()
         self.refresh_catalog()
         return report
+
+    def notice_builds(self) -> None:
+        """Drop cached answers when another process (`phloem worker`, another replica) published tables since."""
+        last = self.builder.last_built()
+        with self._lock:
+            if last != self._last_build:
+                self._last_build = last
+                self.generation += 1
+                self.results.clear()
 
     def refresh_catalog(self) -> None:
         """Re-read which rollups are built (rows, freshness); plans made against older state are recompiled."""
@@ -96,8 +115,9 @@ class Project:
                 if e.rollup is None or e.rollup in self.broken_rollups:
                     raise
                 self.broken_rollups[e.rollup] = str(e)
-        if report is None:
-            self.refresh_catalog()  # another process may have built since
+        if report is None:  # another process may have built since
+            self.notice_builds()
+            self.refresh_catalog()
         with self._lock:
             self._fresh["all"] = True
         return report
@@ -191,6 +211,9 @@ class Project:
         touches the warehouse, so an event loop may call it (the PostgreSQL door answers repeats inline)."""
         if not self._catalog_loaded:
             return None
+        with self._lock:
+            if not self._fresh.get("all"):  # time to look for other processes' builds: take the slow path
+                return None
         compiled = self.compiler.cached(query, access=access)
         if compiled is None:
             return None
