@@ -173,13 +173,29 @@ DEMO_DIR = Path("phloem-demo")
 @app.command()
 def demo(directory: Annotated[Path, typer.Option("--dir", help="Where to put the demo project.")] = DEMO_DIR,
          scale: Annotated[int, typer.Option("--scale", min=10, help="Number of orders to generate.")] = 100_000,
-         seed: Annotated[int, typer.Option("--seed")] = 7) -> None:
+         seed: Annotated[int, typer.Option("--seed")] = 7,
+         postgres: Annotated[str | None, typer.Option(
+             "--postgres", help="Put the demo in this PostgreSQL database instead of DuckDB: a DSN, or `${VAR}` to "
+                                "keep it out of phloem.yml (read from the environment at every start).")] = None) -> None:
     """Generate the demo shop's data at a scale, build it, and show its orders."""
     with user_errors():
+        if postgres is not None:
+            use_postgres(directory, postgres)
         prepare_demo(directory, scale, seed)
         with _open(directory) as p:
             table = p.dataset("orders", limit=10)
     print_table(table, Format.table, title=f"orders (first 10 of {scale:,}) — project in {directory}")
+
+
+def use_postgres(directory: Path, dsn: str) -> None:
+    """Copy the demo project to `directory` if it is not there, with `warehouse:` set to PostgreSQL at `dsn`."""
+    if not (directory / "phloem.yml").exists():
+        with resources.as_file(resources.files("semantic.demo") / "project") as src:
+            shutil.copytree(src, directory, dirs_exist_ok=True)
+    settings = directory / "phloem.yml"
+    warehouse = "warehouse:\n  engine: postgres\n  dsn: " + orjson.dumps(dsn).decode() + "\n"
+    text = re.sub(r"^warehouse:\n(?:[ \t]+.*\n)*", lambda _: warehouse, settings.read_text(), count=1, flags=re.M)
+    settings.write_text(text)
 
 
 def prepare_demo(directory: Path, scale: int, seed: int) -> None:
@@ -247,14 +263,20 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     project = DEMO_DIR if demo else project
     with user_errors():
         root = project.resolve() if demo else find_project(project)
-    if (running := ServerRecord.read(root)) is not None:
+    # a record naming this very pid is a stale one (a container restarted: its server is pid 1 again)
+    if (running := ServerRecord.read(root)) is not None and running.pid != os.getpid():
         err.print(f"[red]error:[/red] PID {running.pid} already serves this project at {running.url}"
                   + (f" (PostgreSQL port {running.pg_port})" if running.pg_port else "")
                   + f" — use that one (the other phloem commands work beside it), or stop it (kill {running.pid}) "
                   "first", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     near = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)  # where the CLI calls it
-    record = ServerRecord.write(root, f"http://{near}:{port}", pg_port)
+    try:
+        record = ServerRecord.write(root, f"http://{near}:{port}", pg_port)
+    except OSError:  # a read-only project (a Kubernetes ConfigMap): served all the same, the CLI cannot find it
+        record = ServerRecord.unwritten(f"http://{near}:{port}", pg_port)
+        err.print(f"note: {root} is read-only, so the other phloem commands there will not find this server",
+                  highlight=False)
     # uvicorn stops gracefully on SIGTERM, then re-raises it: exit through `finally`, so the record goes too
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     try:

@@ -97,8 +97,13 @@ class ServerRecord:
         return record if _alive(record.pid) else None
 
     @classmethod
+    def unwritten(cls, url: str, pg_port: int) -> ServerRecord:
+        """This server's record, kept in memory only (the project folder is read-only)."""
+        return cls(os.getpid(), url, pg_port, secrets.token_urlsafe(32))
+
+    @classmethod
     def write(cls, root: Path, url: str, pg_port: int) -> ServerRecord:
-        record = cls(os.getpid(), url, pg_port, secrets.token_urlsafe(32))
+        record = cls.unwritten(url, pg_port)
         path = Path(root) / RECORD
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".server.{record.pid}.json")

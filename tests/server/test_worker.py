@@ -249,3 +249,22 @@ def test_a_worker_killed_mid_refresh_loses_nothing(shop, tmp_path):
     assert after == [(c, r, n) for c, r, n in sql(shop, HAND_SQL)]
     assert sum(n for _, _, n in after) == 360 and isinstance(after[0][1], Decimal)
     assert not sql(shop, "select 1 from information_schema.tables where table_name like '\\_\\_stage\\_%%'")
+
+
+def test_on_duckdb_the_lock_is_a_file_beside_the_database(tmp_path):
+    """One process owns a DuckDB file; builds of every project opened on it still go one at a time."""
+    root = tmp_path / "starter"
+    assert subprocess.run([sys.executable, "-m", "server.cli", "init", str(root)], capture_output=True).returncode == 0
+    first, second = Project.load(root), Project.load(root)
+    try:
+        with first.engine.build_lock("phloem") as held:
+            assert held and Path(f"{first.model.database_path}.phloem.lock").exists()
+            assert second.build(wait=False) is None  # held: nothing built, nothing waited for
+        report = second.build(wait=False)
+        assert report is not None and "orders" in report.built
+    finally:
+        first.close()
+        second.close()
+    log = tmp_path / "duck.log"
+    proc = worker(root, log, "--once")
+    assert proc.wait(60) == 0, log.read_text()
