@@ -16,7 +16,7 @@ from semantic.access.policy import UNRESTRICTED, Access
 from semantic.access.scoped import Scoped
 from semantic.activity.stream import ident
 from semantic.engines import connect
-from semantic.errors import BuildError, QueryError, did_you_mean
+from semantic.errors import BuildError, PhloemError, QueryError, did_you_mean
 from semantic.limits import Cancel, Limits, Reading
 from semantic.materialize.build import Builder, BuildReport
 from semantic.project.load import Model, load_project
@@ -52,6 +52,7 @@ class Project:
         self._build_lock = threading.Lock()
         self._catalog_loaded = not model.rollups  # rollup state is read from the warehouse on first use
         self._last_build = None  # the newest build time in the warehouse this process has seen
+        self._noticed: TTLCache = TTLCache(maxsize=1, ttl=FRESH_SECONDS)  # looked for other processes' builds
         self.broken_rollups: dict[str, str] = {}  # rollups whose build failed: queries read their views meanwhile
         self.query_log = QueryLog(model.root)
         self._scoped: LRUCache = LRUCache(maxsize=256)  # per access: its visible catalog is built once
@@ -81,14 +82,22 @@ class Project:
             if report.built:
                 self.generation += 1
                 self.results.clear()
-        self._last_build = self.builder.last_built()
+        last = self.builder.last_built()
+        with self._lock:
+            self._last_build = last
+            self._noticed["all"] = True
         self.refresh_catalog()
         return report
 
     def notice_builds(self) -> None:
-        """Drop cached answers when another process (`phloem worker`, another replica) published tables since."""
+        """Drop cached answers when another process (`phloem worker`, another replica) published tables since;
+        the warehouse is asked at most every FRESH_SECONDS."""
+        with self._lock:
+            if self._noticed.get("all"):
+                return
         last = self.builder.last_built()
         with self._lock:
+            self._noticed["all"] = True
             if last != self._last_build:
                 self._last_build = last
                 self.generation += 1
@@ -183,6 +192,11 @@ class Project:
         `reading` yields its batches (for a door that streams them; it is not cached)."""
         compiled = self.compile(query, use_rollups, access)
         self.query_log.append(compiled.plan)
+        if use_cache:
+            try:
+                self.notice_builds()
+            except PhloemError:  # the warehouse is away: a cached answer is still the last one it gave
+                pass
         key = (self.model.version, self.generation, compiled.access, compiled.sql)
         if use_cache:
             with self._lock:
@@ -212,7 +226,7 @@ class Project:
         if not self._catalog_loaded:
             return None
         with self._lock:
-            if not self._fresh.get("all"):  # time to look for other processes' builds: take the slow path
+            if not self._noticed.get("all"):  # time to look for other processes' builds: take the slow path
                 return None
         compiled = self.compiler.cached(query, access=access)
         if compiled is None:

@@ -23,6 +23,8 @@ import yaml
 from semantic import Project
 from semantic.engines.postgres import PostgresEngine
 from semantic.materialize.schedule import due
+from semantic.project.project import FRESH_SECONDS
+from semantic.query.query import make_query
 
 MODELS = """
 streams:
@@ -152,9 +154,19 @@ def test_a_due_rollup_is_rebuilt_and_one_not_due_is_not(shop, tmp_path):
     # the 1-second rollups are due, and with them the dataset they read (it has no schedule of its own)
     assert (now_due.rollups, now_due.datasets) == ({"orders_daily", "slow_daily"}, {"orders"})
     add_orders(shop, 301, 30)
-    log = tmp_path / "once.log"
-    proc = worker(shop, log, "--once")
-    assert proc.wait(60) == 0, log.read_text()
+    server = Project.load(shop)  # a server's view: it has answered (and cached) the question before the refresh
+    try:
+        first = server.run(make_query(**BY_CHANNEL))
+        assert server.run(make_query(**BY_CHANNEL)).cached
+        log = tmp_path / "once.log"
+        proc = worker(shop, log, "--once")
+        assert proc.wait(60) == 0, log.read_text()
+        time.sleep(FRESH_SECONDS + 0.1)  # then it looks for other processes' builds again, and drops its answers
+        fresh = server.run(make_query(**BY_CHANNEL))
+        assert not fresh.cached and sum(fresh.table.column("orders").to_pylist()) == 330
+        assert sum(first.table.column("orders").to_pylist()) == 300
+    finally:
+        server.close()
     after = refreshed(shop)
     assert after["orders_daily"] > before["orders_daily"] and after["slow_daily"] > before["slow_daily"]
     assert after["orders_monthly"] == before["orders_monthly"]  # `refresh: 1 day`: not due
@@ -172,9 +184,11 @@ def test_two_workers_build_one_at_a_time(shop, tmp_path):
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     time.sleep(1.1)
     procs = [worker(shop, log, "--interval", "0.1") for log in logs]
-    holders, sleepers, deadline = set(), 0, time.monotonic() + 8
+    holders, sleepers, deadline = set(), 0, time.monotonic() + 60
+    published = lambda: sum(log.read_text().count(" published ") for log in logs)  # noqa: E731
     try:
-        while time.monotonic() < deadline:
+        while published() < 4:  # builds one after the other: each refresh is due a second after the last
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
             held = lock_holders(shop)
             assert len(held) <= 1
             holders.update(held)
