@@ -47,6 +47,11 @@ access_policies:
 
   - name: auditors
     role: auditor
+
+  - name: acquisition_leads
+    role: acquisition
+    rows: "orders.acquisition_channel = {{ user.acquisition }}"
+    views: [orders]
 """
 
 IDENTITIES = {
@@ -61,6 +66,7 @@ IDENTITIES = {
     "claimless_manager": SecurityContext("cm", frozenset({"manager"})),
     "injector": SecurityContext("eve", frozenset({"manager"}), attributes={"country": "US' OR 1=1 --"}),
     "nobody": SecurityContext("nobody", frozenset({"guest"})),
+    "acquired_search": SecurityContext("ada", frozenset({"acquisition"}), attributes={"acquisition": "paid_search"}),
 }
 
 
