@@ -1,6 +1,7 @@
 """Row-level security, randomized: well over 1,000 metric queries by random identities (roles, countries, channel
 lists), metrics (plain, ratio, derived across views, cumulative, offset, public), dimensions, filters and periods,
-through every door — the library, REST, GraphQL, HTTP SQL and the PostgreSQL wire (psycopg) — with rollups on and
+through every door — the library, REST, GraphQL, HTTP SQL (each person with a JWT) and the PostgreSQL wire (psycopg
+as a SCRAM user the users file maps to the same roles and claims) — with rollups on and
 off and the result cache on (warmed by another identity first) and off. Every answer is compared with one
 computed here by hand: plain SQL over the demo's raw tables with the policy's condition written out again, and
 the cumulative and offset arithmetic done in Python. Phloem's SQL is never read.
@@ -14,20 +15,25 @@ import collections
 import datetime as dt
 import os
 import random
+import secrets
 import shutil
 import time
 from decimal import Decimal
 
 import httpx
+import jwt
 import psycopg
 import pytest
+import yaml
 
 import semantic
 from semantic.access.context import SecurityContext
 from semantic.query.query import make_query
 from server.app import create_app
+from server.auth import Authenticator
+from server.auth.tokens import Tokens, TokenSettings
 from server.pgwire import PgConfig, PgServer, ServerThread
-from server.pgwire.frontend import Frontend
+from server.pgwire.auth import parse_users_yaml
 from server.runtime import Runtime
 from tests.access.conftest import make_shop
 from tests.access.hand import answer, raw_tables, same
@@ -35,6 +41,7 @@ from tests.server.conftest import LiveServer
 
 QUERIES = int(os.environ.get("PHLOEM_RLS_QUERIES", "1250"))
 PEOPLE = 40
+SEED = int(os.environ.get("PHLOEM_RLS_SEED") or random.SystemRandom().randrange(2**32))
 COUNTRIES = ["US", "CA", "GB", "AU", "FR", "NL", "ES", "DE"]
 CHANNELS = ["web", "app", "marketplace"]
 
@@ -242,31 +249,24 @@ def _div(a, b):
 # ---------------------------------------------------------------- the doors
 
 
-class Identified:
-    """Until the auth middleware is on main: set `request.state.context` from a test header, as it would from
-    a credential (the doors read nothing else)."""
-
-    def __init__(self, app, people: dict[str, SecurityContext]):
-        self.app, self.people = app, people
-        self.state = app.state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            name = dict(scope["headers"]).get(b"x-test-identity")
-            if name is not None:
-                scope.setdefault("state", {})["context"] = self.people[name.decode()]
-        await self.app(scope, receive, send)
+SECRET = secrets.token_urlsafe(48)  # the servers' JWT secret (HS256)
 
 
-class IdentifiedFrontend(Frontend):
-    """Until the pg users file with roles is on main: a session's context by its user name."""
+def token(ctx: SecurityContext) -> str:
+    """A signed JWT saying who `ctx` is: its roles and its claims (country, channels)."""
+    claims = {"sub": ctx.user, "roles": sorted(ctx.roles), **ctx.attributes,
+              "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
 
-    def __init__(self, runtime, people: dict[str, SecurityContext]):
-        super().__init__(runtime)
-        self.people = people
 
-    def session(self, user, database, options=None, context=None):
-        return super().session(user, database, options, self.people.get(user))
+def users_file(roster: list[SecurityContext]) -> str:
+    """The pg door's users: each person with a password, roles and attributes (docs/auth.md)."""
+    return yaml.safe_dump({ctx.user: {"password": password(ctx), "roles": sorted(ctx.roles),
+                                      "attributes": ctx.attributes} for ctx in roster})
+
+
+def password(ctx: SecurityContext) -> str:
+    return f"pw-{ctx.user}-{SECRET[:8]}"
 
 
 def _number(v):
@@ -328,11 +328,12 @@ class Doors:
     def __init__(self, project, http: str, pg_port: int):
         self.project, self.http, self.pg_port = project, httpx.Client(base_url=http, timeout=60), pg_port
         self.pg: dict[str, psycopg.Connection] = {}
+        self.tokens: dict[str, str] = {}
 
-    def ask(self, door: str, name: str, ctx: SecurityContext, q: dict) -> list[dict]:
+    def ask(self, door: str, ctx: SecurityContext, q: dict) -> list[dict]:
         if door == "library":
             return self.project.scoped(ctx).run(make_query(**fields_of(q))).table.to_pylist()
-        headers = {"x-test-identity": name}
+        headers = {"Authorization": f"Bearer {self.tokens.setdefault(ctx.user, token(ctx))}"}
         if door == "rest":
             r = self.http.post("/api/v1/query", json=fields_of(q), headers=headers)
             if r.status_code != 200:
@@ -359,20 +360,20 @@ class Doors:
                 flat.update({d: row["metricTime"][d.split("__")[1]] for d in q["dims"] if d.startswith("metric_time")})
                 out.append(flat)
             return out
-        con = self.pg.get(name)
-        if con is None:
-            con = self.pg[name] = psycopg.connect(host="127.0.0.1", port=self.pg_port, user=name, dbname="shop",
-                                                  autocommit=True)
+        con = self.pg.get(ctx.user)
+        if con is None:  # SCRAM, as the user the users file maps to these roles and attributes
+            con = self.pg[ctx.user] = psycopg.connect(host="127.0.0.1", port=self.pg_port, user=ctx.user,
+                                                      password=password(ctx), dbname="shop", autocommit=True)
         with con.cursor() as cur:
             cur.execute(sql_of(q))
             names = [c.name for c in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def refused(self, door: str, name: str, ctx: SecurityContext, metric: str) -> bool:
+    def refused(self, door: str, ctx: SecurityContext, metric: str) -> bool:
         """Asking for a hidden metric is refused as unknown, and no value comes back."""
         q = {"metrics": [metric], "dims": [], "filters": [], "time_range": None}
         try:
-            got = self.ask(door, name, ctx, q)
+            got = self.ask(door, ctx, q)
         except (Refused, semantic.QueryError, psycopg.Error) as e:
             return any(w in str(e) for w in ("unknown", "does not exist", "has no column", "Cannot query field"))
         print(f"{door} answered {metric} to {ctx}: {got}")
@@ -394,18 +395,19 @@ def worlds(tmp_path_factory):
     plain = base / "plain"
     shutil.copytree(with_rollups, plain, ignore=shutil.ignore_patterns(".phloem"))
     (plain / "models" / "rollups.yml").unlink()
-    people: dict[str, SecurityContext] = {}
+    rng = random.Random(SEED)
+    roster = [identity(rng) for _ in range(PEOPLE)]  # random people, each asking many questions
+    users, identities = parse_users_yaml(users_file(roster))
+    auth = Authenticator(tokens=Tokens(TokenSettings.from_env({"PHLOEM_JWT_SECRET": SECRET})))
     out, stack = {}, []
     for name, root in (("rollups", with_rollups), ("no_rollups", plain)):
         runtime = Runtime(root, timeout=30)
         runtime.project.build()
-        app = create_app(runtime)
-        http = LiveServer(Identified(app, people)).__enter__()
-        pg = ServerThread(PgServer(runtime, PgConfig(port=0, users=None, trust="loopback"),
-                                   frontend=IdentifiedFrontend(runtime, people))).__enter__()
+        http = LiveServer(create_app(runtime, auth=auth)).__enter__()
+        pg = ServerThread(PgServer(runtime, PgConfig(port=0, users=users, identities=identities))).__enter__()
         stack += [http, pg]
         out[name] = Doors(runtime.project, http.url, pg.port)
-    yield out, raw, people
+    yield out, raw, rng, roster
     for doors in out.values():
         doors.close()
     for handle in reversed(stack):
@@ -416,13 +418,9 @@ DOORS = ["library", "rest", "graphql", "http_sql", "pg"]
 
 
 def test_no_one_ever_sees_a_row_or_total_they_may_not(worlds):
-    doors_by_world, raw, people = worlds
-    seed = int(os.environ.get("PHLOEM_RLS_SEED") or random.SystemRandom().randrange(2**32))
+    doors_by_world, raw, rng, roster = worlds
+    seed = SEED
     print(f"\nPHLOEM_RLS_SEED={seed}")
-    rng = random.Random(seed)
-    roster = [identity(rng) for _ in range(PEOPLE)]  # random people, each asking many questions
-    for person in roster:
-        people[person.user] = person
     began = time.monotonic()
     asked, checks, refusals = collections.Counter(), 0, 0
     hand_answers: dict[tuple, list[dict]] = {}
@@ -432,7 +430,6 @@ def test_no_one_ever_sees_a_row_or_total_they_may_not(worlds):
         world = "rollups" if (i // len(DOORS)) % 2 == 0 else "no_rollups"
         doors = doors_by_world[world]
         ctx = rng.choice(roster)
-        name = ctx.user
         q = question(rng, ctx)
         key = (ctx.key(), repr(q))
         t0 = time.monotonic()
@@ -447,21 +444,21 @@ def test_no_one_ever_sees_a_row_or_total_they_may_not(worlds):
         else:  # someone else asked the same question first: their answer is in the cache
             other = rng.choice([p for p in roster if p is not ctx])
             if all(m in visible(other) for m in q["metrics"]):
-                doors.ask(door, other.user, other, q)
+                doors.ask(door, other, q)
         t0 = time.monotonic()
-        got = doors.ask(door, name, ctx, q)
+        got = doors.ask(door, ctx, q)
         spent[door] += time.monotonic() - t0
         problem = same(got, want, q["dims"], q["metrics"])
         assert problem is None, f"seed {seed}, query {i} via {door} ({world}, cache {cache}) as {ctx}: {q}: {problem}"
         asked[door] += 1
         checks += 1 + sum(len(q["metrics"]) for _ in want)
         if cache == "warm" and rng.random() < 0.3:  # the same identity again: its own cached answer, still right
-            again = doors.ask(door, name, ctx, q)
+            again = doors.ask(door, ctx, q)
             assert same(again, want, q["dims"], q["metrics"]) is None
             checks += 1
         hidden = [m for m in EVERYTHING if m not in visible(ctx)]
         if hidden and rng.random() < 0.05:
-            assert doors.refused(door, name, ctx, rng.choice(hidden)), f"seed {seed}: {door} answered a hidden metric"
+            assert doors.refused(door, ctx, rng.choice(hidden)), f"seed {seed}: {door} answered a hidden metric"
             refusals += 1
     took = time.monotonic() - began
     print(f"RLS randomized: {sum(asked.values())} queries in {took:.1f} s; per door {dict(asked)}; "
