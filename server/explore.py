@@ -24,6 +24,7 @@ from semantic.metrics.drill import T_EEP, T_EP, K
 from semantic.metrics.explore import SERIES_GRAINS
 from semantic.metrics.periods import COMPARISONS, bucket_period, compare, shift
 from server.encode import dumps
+from server.identity import project_of
 from server.rest import ERRORS, watched
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -183,9 +184,10 @@ class _Cancellable:
 
 
 async def _answer(request: Request, answer):
-    """`answer(project)` in a worker thread; a client that disconnects cancels its warehouse queries."""
+    """`answer(project)` in a worker thread, on the project as the caller may see it; a client that disconnects
+    cancels its warehouse queries."""
     cancel = Cancel()
-    return await watched(request, cancel, answer, _Cancellable(request.app.state.runtime.project, cancel))
+    return await watched(request, cancel, answer, _Cancellable(project_of(request), cancel))
 
 
 def _query_names(dependant) -> set[str]:

@@ -18,6 +18,7 @@ from server import errors
 from server.auth.http import require_admin
 from server.encode import ARROW, CSV, JSON, chunks, encode, negotiate
 from server.errors import json_response
+from server.identity import context_of, project_of
 from server.memo import ByIdentity
 
 QUERY_EXAMPLE = {
@@ -64,7 +65,7 @@ def router() -> APIRouter:
 
     @api.get("/meta", summary="Views, dimensions, measures, metrics, the metric tree and the rollups")
     def meta(request: Request) -> Response:
-        project = request.app.state.runtime.project
+        project = project_of(request)  # only what the caller may see
         project.ensure_catalog()
         return json_response(describe(project.compiler))
 
@@ -72,7 +73,7 @@ def router() -> APIRouter:
     async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
                     accept: Annotated[str | None, Header()] = None, decimals: Decimals = "number") -> Response:
         runtime = request.app.state.runtime
-        project = runtime.project
+        project = project_of(request)
         answer = project.cached_answer(q)  # a repeat: no thread hop (~100 µs)
         if answer is None:
             cancel = Cancel()
@@ -81,13 +82,13 @@ def router() -> APIRouter:
 
     @api.post("/explain", summary="The plan, the tables it reads (rollups and why others were not used) and the SQL")
     def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
-        compiled = request.app.state.runtime.project.compile(q)
+        compiled = project_of(request).compile(q)
         return json_response({"plan": compiled.plan.describe(), "sql": compiled.sql, "tables": compiled.plan.tables()})
 
     @api.post("/sql", summary="Semantic SQL over views and the `metrics` table", responses={200: ANSWER})
     async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None,
                   decimals: Decimals = "number") -> Response:
-        door = request.app.state.runtime.sql()
+        door = request.app.state.runtime.sql(context_of(request))
         answer = door.cached_run(body.sql, body.params or None)
         if answer is None:
             cancel = Cancel()
@@ -99,7 +100,7 @@ def router() -> APIRouter:
     async def dataset(request: Request, name: str,
                       limit: Annotated[int, QueryParam(ge=0, le=DATASET_ROWS)] = 100,
                       accept: Annotated[str | None, Header()] = None, decimals: Decimals = "number") -> Response:
-        table = await run_in_threadpool(request.app.state.runtime.project.dataset, name, limit)
+        table = await run_in_threadpool(project_of(request).dataset, name, limit)  # Forbidden when restricted
         return answered(table, False, accept, decimals=decimals)
 
     @api.post("/reload", summary="Re-read the model files (a broken model keeps the running version)")

@@ -9,7 +9,10 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from semantic import Project
+from semantic.access.context import SecurityContext
 from semantic.limits import Limits
 from semantic.project.load import find_project, load_project
 
@@ -25,16 +28,25 @@ class Runtime:
         self.timeout = timeout  # seconds a query may run before it is cancelled (504)
         self._lock = threading.Lock()
         self._listeners = []
-        self._sql = None
+        self._sql: tuple | None = None  # the current project's SQL doors: (project, unrestricted, by access key)
 
-    def sql(self):
-        """The semantic-SQL door of the current project (one per model version)."""
+    def sql(self, context: SecurityContext | None = None):
+        """The semantic-SQL door of the current project as `context` sees it (one per model version and access:
+        its tables list only what that access may see)."""
         from server.sql import SemanticSQL
 
         project = self.project
-        if self._sql is None or self._sql.project is not project:
-            self._sql = SemanticSQL(project, timeout=self.timeout)
-        return self._sql
+        held = self._sql
+        if held is None or held[0] is not project:
+            held = self._sql = (project, SemanticSQL(project, timeout=self.timeout), LRUCache(maxsize=256))
+        scoped = project.scoped(context)
+        if scoped is project:  # unrestricted: the one door, no lock on the hot path
+            return held[1]
+        with self._lock:
+            door = held[2].get(scoped.access.key)
+            if door is None:
+                door = held[2][scoped.access.key] = SemanticSQL(scoped, timeout=self.timeout)
+        return door
 
     @property
     def version(self) -> str:

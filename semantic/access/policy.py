@@ -195,14 +195,19 @@ class Policies:
         return out
 
 
+def check_granted(access: Access) -> None:
+    """Forbidden when no access policy applies to the context (before any member is judged unknown)."""
+    if not access.unrestricted and not access.granted:
+        raise Forbidden("no access policy grants your roles anything in this model",
+                        "ask the model's owner for a role an `access_policies:` entry names")
+
+
 def check_metric(access: Access, name: str, model) -> None:
     """Refuse a metric or `view.measure` the context may not see, reported as unknown: its name is not revealed
     to whom it is hidden from (suggestions come only from what is visible)."""
     if access.unrestricted:
         return
-    if not access.granted:
-        raise Forbidden("no access policy grants your roles anything in this model",
-                        "ask the model's owner for a role an `access_policies:` entry names")
+    check_granted(access)
     if "." in name and name not in model.metrics:
         view, _, measure = name.partition(".")
         if not access.member_visible(view, measure):
@@ -214,7 +219,10 @@ def check_metric(access: Access, name: str, model) -> None:
 
 def check_dimension(access: Access, ref) -> None:
     """Refuse grouping or filtering by a dimension the context may not see (metric_time is always visible)."""
-    if access.unrestricted or ref.view is None:
+    if access.unrestricted:
+        return
+    check_granted(access)
+    if ref.view is None:
         return
     if not any(access.member_visible(v, ref.name) for v in ref.candidates or (ref.view,)):
         raise QueryError(f"unknown dimension `{ref.text}`", "see /api/v1/meta for what you may ask")

@@ -27,6 +27,26 @@ def visible_model(model, access: Access):
     return replace(model, views=views, metrics=metrics)
 
 
+def visible_tree(tree, access: Access):
+    """The metric tree of the visible metrics. A visible metric made partly of hidden ones is a leaf here: its
+    value may be seen, but it is not split into (or valued through) what may not be."""
+    from semantic.metrics.tree import MetricTree
+
+    nodes = {n: node for n, node in tree.nodes.items() if access.metric_visible(n)}
+    split = {n for n in nodes if all(e.child in nodes for e in tree.children(n))}
+    children = {n: tree.children(n) if n in split else () for n in nodes}
+    edges = tuple(e for e in tree.edges if e.parent in split)
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str) -> int:  # as MetricTree counts it, over the visible edges only
+        if name not in depth:
+            depth[name] = 1 + max((depth_of(e.child) for e in children[name]), default=-1)
+        return depth[name]
+
+    nodes = {n: replace(node, depth=depth_of(n)) for n, node in nodes.items()}
+    return MetricTree(nodes, edges, children)
+
+
 class ScopedCompiler:
     """The compiler seen through an access: its model and graph are the visible ones; plans use the access."""
 
@@ -38,6 +58,18 @@ class ScopedCompiler:
         from semantic.query.graph import SemanticGraph
 
         return SemanticGraph(self.model)
+
+    @cached_property
+    def tree(self):
+        return visible_tree(self._compiler.tree, self.access)
+
+    @cached_property
+    def rollups(self) -> dict:
+        """The rollups over what the access may see (the planner still uses every rollup it may)."""
+        a = self.access
+        return {n: s for n, s in self._compiler.rollups.items() if a.view_visible(s.view)
+                and all(a.member_visible(s.view, m) for m in s.measures)
+                and all(a.member_visible(d.view, d.name) for d in s.dims)}
 
     def compile(self, query, use_rollups: bool = True):
         return self._compiler.compile(query, use_rollups, self.access)

@@ -153,6 +153,8 @@ class Project:
 
         An unrestricted context (no auth, or a model without policies) gets the project itself.
         """
+        if context is None or context.unrestricted or not self.model.access_policies:
+            return self  # before any policy is parsed: a door's event loop calls this on every request
         access = self.compiler.policies.access(context)
         if access.unrestricted:
             return self

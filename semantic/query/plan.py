@@ -12,7 +12,14 @@ from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 
-from semantic.access.policy import UNRESTRICTED, Access, check_dimension, check_metric, dimensions_of
+from semantic.access.policy import (
+    UNRESTRICTED,
+    Access,
+    check_dimension,
+    check_granted,
+    check_metric,
+    dimensions_of,
+)
 from semantic.errors import Forbidden, QueryError, did_you_mean
 from semantic.metrics.tree import MetricTree
 from semantic.project.model import GRAINS, Conversion, Cumulative, Measure, Metric
@@ -120,14 +127,13 @@ class Planner:
     def __init__(self, graph: SemanticGraph, tree: MetricTree, streams: dict, matcher: Matcher | None = None,
                  access: Access = UNRESTRICTED):
         self.graph, self.tree, self.streams, self.matcher, self.access = graph, tree, streams, matcher, access
-        self.public = False  # planning a `public` metric's formula
+        self.public = False  # planning a `public` metric's formula (or one inside a formula)
 
     def plan(self, query: Query) -> Plan:
         self.query = query
         self.leaves: dict[tuple, Leaf] = {}
-        dims = [self.graph.resolve(d) for d in dict.fromkeys(query.dimensions)]  # a repeated dimension counts once
-        for d in dims:
-            check_dimension(self.access, d)
+        check_granted(self.access)
+        dims = [self.resolve(d) for d in dict.fromkeys(query.dimensions)]  # a repeated dimension counts once
         tr = query.time_range
         if tr and tr.start is not None and tr.end is not None and _instant(tr.start) > _instant(tr.end):
             raise QueryError(f"time_range starts ({tr.start}) after it ends ({tr.end})", "swap start and end")
@@ -144,13 +150,10 @@ class Planner:
         grains = [d.grain for d in dims if d.view is None]
         self.grain = min(grains, key=GRAINS.index) if grains else None  # the finest metric_time grain
         self.filters, self.filter_dims = self._filters(query)
-        for d in self.filter_dims:
-            check_dimension(self.access, d)
         metrics = {}
         for name in query.metrics:
             check_metric(self.access, name, self.graph.model)
             metric = self.metric(name)
-            self.public = metric.public
             expr = self.formula(metric, None, None)
             if metric.fill_nulls_with is not None:
                 expr = exp.Coalesce(this=expr, expressions=[exp.convert(metric.fill_nulls_with)])
@@ -178,6 +181,18 @@ class Planner:
         plan.leaves = leaves
         return plan
 
+    def resolve(self, text: str) -> DimRef:
+        """A dimension the query names, which the access may see; under a policy a mistake's suggestion comes
+        from nothing hidden."""
+        try:
+            ref = self.graph.resolve(text)
+        except QueryError as e:
+            if self.access.unrestricted:
+                raise
+            raise QueryError(e.message, "see /api/v1/meta for what you may ask") from None
+        check_dimension(self.access, ref)
+        return ref
+
     def metric(self, name: str) -> Metric:
         if name not in self.graph.model.metrics and "." in name:
             return self.measure_metric(name)
@@ -196,6 +211,12 @@ class Planner:
 
     def formula(self, m: Metric, offset: str | None, cumulative: Cumulative | None) -> exp.Expression:
         """The metric as an expression over leaf columns, registering the leaves it needs."""
+        if m.public and not self.public:  # a public metric is over every row wherever it is used (a benchmark)
+            self.public = True
+            try:
+                return self.formula(m, offset, cumulative)
+            finally:
+                self.public = False
         if m.measure:
             return self.leaf_column(m, offset, cumulative)
         if m.conversion:
@@ -275,7 +296,7 @@ class Planner:
         exprs, refs = [], {}
         def resolve(text: str) -> DimRef:
             if text not in refs:
-                refs[text] = self.graph.resolve(text)
+                refs[text] = self.resolve(text)
             return refs[text]
 
         for f in query.filters:

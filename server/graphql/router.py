@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import graphene_django_graphiql_static
 import orjson
 import strawberry
+from cachetools import LRUCache
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from strawberry.exceptions import MissingQueryError
@@ -27,8 +30,10 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from semantic import Project
+from semantic.access.context import SecurityContext
 from semantic.limits import Cancel
 from server.graphql.schema import build_schema
+from server.identity import context_of
 from server.rest import watched
 from server.runtime import Runtime
 
@@ -39,12 +44,18 @@ GRAPHIQL_PAGE = (Path(__file__).parent / "graphiql.html").read_text()
 
 
 class LiveSchema:
-    """The schema of the runtime's current project; `runtime.reload()` swaps in a new one."""
+    """The schema of the runtime's current project; `runtime.reload()` swaps in a new one.
+
+    A restricted caller gets the schema of what its access may see (built once per access key and model
+    version), so a hidden member is not in its introspection at all.
+    """
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.project = runtime.project
         self.schema: strawberry.Schema = build_schema(self.project, runtime.timeout)
+        self._scoped: LRUCache = LRUCache(maxsize=256)  # access key → schema of self.project as it sees it
+        self._lock = threading.Lock()
         runtime.on_reload(self.rebuild)
 
     def rebuild(self, project: Project) -> None:
@@ -53,7 +64,21 @@ class LiveSchema:
         except Exception:  # the old schema keeps answering (on the old model version) rather than none at all
             log.exception("the GraphQL schema of model version %s could not be built", project.model.version)
             return
-        self.project, self.schema = project, schema
+        with self._lock:
+            self.project, self.schema, self._scoped = project, schema, LRUCache(maxsize=256)
+
+    async def schema_for(self, context: SecurityContext) -> strawberry.Schema:
+        project, schema, built = self.project, self.schema, self._scoped  # one model version throughout
+        scoped = project.scoped(context)
+        if scoped is project:
+            return schema
+        with self._lock:
+            hit = built.get(scoped.access.key)
+        if hit is None:  # built in a worker thread: a new role's first request must not stall the event loop
+            hit = await run_in_threadpool(build_schema, scoped, self.runtime.timeout)
+            with self._lock:
+                built[scoped.access.key] = hit
+        return hit
 
 
 def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
@@ -75,7 +100,8 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
             variables = orjson.loads(params["variables"]) if params.get("variables") else None
         except orjson.JSONDecodeError:
             return _refused("`variables` is not JSON")
-        return await _execute(request, live.schema, params["query"], variables, params.get("operationName"))
+        return await _execute(request, await live.schema_for(context_of(request)), params["query"], variables,
+                              params.get("operationName"))
 
     @router.post(path, summary="Run a GraphQL operation: {query, variables?, operationName?}")
     async def graphql(request: Request) -> Response:
@@ -88,7 +114,8 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
         variables = body.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _refused("`variables` must be a JSON object")
-        return await _execute(request, live.schema, body["query"], variables, body.get("operationName"))
+        return await _execute(request, await live.schema_for(context_of(request)), body["query"], variables,
+                              body.get("operationName"))
 
     return router
 

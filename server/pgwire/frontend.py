@@ -230,15 +230,16 @@ def _interruptible(session: Session, cursor: duckdb.DuckDBPyConnection, sql: str
 
 
 class _Version:
-    """What one model version needs: its semantic SQL door, a describing twin of it, and its catalog."""
+    """What one model version needs, as one access sees it: its semantic SQL door, a describing twin of it, and
+    its catalog (pg_class, pg_attribute, information_schema list only what that access may see)."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, project, context: SecurityContext):
         from server.sql import SemanticSQL
 
-        self.project = runtime.project
-        self.sql = runtime.sql()
-        _interruptible_engine(self.project.engine)
-        self.schema = SemanticSQL(_SchemaOnly(self.project))
+        self.project = project
+        self.sql = runtime.sql(context)
+        _interruptible_engine(project.engine)
+        self.schema = SemanticSQL(_SchemaOnly(self.sql.project))
         self.catalog = Catalog(semantic_relations(self.sql, lambda text: self.schema.run(text).table.schema))
         self.describes: LRUCache = LRUCache(maxsize=512)
 
@@ -247,19 +248,28 @@ class Frontend:
     def __init__(self, runtime):
         self.runtime = runtime
         self._lock = threading.Lock()
-        self._version: _Version | None = None
+        self._versions: tuple[object, LRUCache] | None = None  # the current project's versions, by access key
         self._pids = itertools.count(4200)
 
-    def version(self) -> _Version:
-        """The current model version's catalog (rebuilt when the runtime reloaded a new model)."""
+    def version(self, session: Session | None = None) -> _Version:
+        """The current model version as the session's security context sees it (rebuilt when the runtime
+        reloaded a new model)."""
         project = self.runtime.project
+        context = session.security_context if session is not None else SecurityContext.anonymous()
+        scoped = project.scoped(context)
+        key = None if scoped is project else scoped.access.key
         with self._lock:
-            if self._version is None or self._version.project is not project:
-                self._version = _Version(self.runtime)
-            return self._version
+            held = self._versions
+            if held is None or held[0] is not project:
+                held = self._versions = (project, LRUCache(maxsize=256))
+            version = held[1].get(key)
+            if version is None:
+                version = held[1][key] = _Version(self.runtime, project, context)
+            return version
 
     @property
     def catalog(self) -> Catalog:
+        """The unrestricted catalog (tests and tools; sessions use `version(session).catalog`)."""
         return self.version().catalog
 
     def session(self, user: str, database: str, options: dict | None = None,
@@ -288,7 +298,7 @@ class Frontend:
             return declared, [_column("QUERY PLAN", T.TEXT)]
         if first not in _QUERY_STARTS:
             return [t or T.TEXT for t in declared], None
-        version = self.version()
+        version = self.version(session)
         key = (text, tuple(declared), tuple(session.search_path))
         hit = version.describes.get(key)
         if hit is not None:
@@ -333,7 +343,7 @@ class Frontend:
         metric query in the result cache), computed in microseconds on the caller's thread; else None (then
         call `execute`, in a worker). Why: a thread hop alone costs ~100 µs, PostgreSQL answers in ~60."""
         plan = session.plans.get(_plan_key(sql, params, param_oids))
-        if plan is None or plan.version is not self._version or plan.version.project is not self.runtime.project \
+        if plan is None or plan.version.project is not self.runtime.project \
                 or session.status == "E" or not session.lock.acquire(blocking=False):
             return None
         try:
@@ -464,7 +474,7 @@ class Frontend:
     def _query(self, session: Session, text: str, params: list, param_oids: Sequence[int] = (),
                keep: tuple | None = None) -> Result:
         """Run one query; `keep`: remember what it became under that key (see answer_now)."""
-        version = self.version()
+        version = self.version(session)
         plan = session.plans.get(keep) if keep is not None else None
         if plan is not None and plan.version is version:
             result = plan.answer_now(params)
@@ -637,7 +647,7 @@ class Frontend:
             at += 1
         inner = text[tokens[at].start - tokens[0].start:]
         statement = _parse(inner, session)
-        version = self.version()
+        version = self.version(session)
         route, _ = self._route(session, version, statement, [0] * len(params))
         if route == "catalog":
             plan = "catalog query (answered from the door's own pg_catalog)"
