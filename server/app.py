@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from semantic.limits import Limits
-from server import admin, errors, explore, explorer, rest
+from server import admin, errors, explore, explorer, observability, rest
 from server.auth import Authenticator
 from server.auth.http import Authenticate
 from server.errors import json_response
@@ -38,7 +38,9 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
                               "GraphQL (/graphql), semantic SQL and the PostgreSQL wire protocol.")
     app.state.runtime = runtime
     app.state.auth = auth
+    observability.identify(app)  # inside auth: who asked reaches the library's events
     app.add_middleware(Authenticate, auth=auth)  # every request but the probes and static pages: see auth.http.OPEN
+    observability.mount(app)  # outside auth: /metrics, request ids, HTTP counts (docs/observability.md)
     errors.install(app)
     _mount_docs(app)
     app.include_router(rest.router())

@@ -251,11 +251,18 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     `phloem keys create`), PHLOEM_JWT_SECRET(_FILE) or PHLOEM_JWKS (JWT bearer tokens) turn auth on (docs/auth.md),
     and a non-loopback --host refuses to start without one of them.
 
+    Logs go to stderr as text, or as JSON lines with PHLOEM_LOG_FORMAT=json (level: PHLOEM_LOG_LEVEL);
+    PHLOEM_AUDIT_LOG=/path appends one JSON line per query (who, what, rows) to that file; /metrics is for
+    Prometheus (docs/observability.md).
+
     While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
     `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """
+    from server.observability import logs
+
     try:
         limits = Limits.from_env(rows=max_rows, bytes=max_bytes)
+        logs.configure()  # PHLOEM_LOG_FORMAT=json|text, PHLOEM_LOG_LEVEL
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     auth = _auth(host)
@@ -309,6 +316,7 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
     import uvicorn
 
     from server.app import create_app
+    from server.observability import logs
 
     with user_errors():
         if demo and not (project / "phloem.yml").exists():
@@ -328,7 +336,9 @@ def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scal
               f"  GraphQL  {base}/graphql{pg_line}"
               + ("\n  Auth     API keys and/or JWT bearer tokens (docs/auth.md)" if auth and auth.enabled else ""),
               highlight=False)
-    config = uvicorn.Config(app_, host=host, port=port, log_level="warning")
+    # JSON: uvicorn's loggers write through ours (log_config=None); text: uvicorn's own format, as before
+    config = uvicorn.Config(app_, host=host, port=port, log_level="warning",
+                            **({"log_config": None} if logs.log_format() == "json" else {}))
     if not pg_port:
         uvicorn.Server(config).run()
         return

@@ -11,6 +11,7 @@ import pyarrow as pa
 from cachetools import LRUCache, TTLCache
 from sqlglot import exp
 
+from semantic import events
 from semantic.access.context import SecurityContext
 from semantic.access.policy import UNRESTRICTED, Access
 from semantic.access.scoped import Scoped
@@ -65,6 +66,7 @@ class Project:
     def schema(self) -> str:
         return self.model.settings.materialization.schema_
 
+    @events.observed_build
     def build(self, force: bool = False, progress: Callable[[str, int, int], None] | None = None,
               rollups: bool = True, skip: frozenset[str] = frozenset(),
               refresh: frozenset[str] | Callable[[], frozenset[str]] = frozenset(),
@@ -187,6 +189,7 @@ class Project:
         """
         return self.open(query, progress, use_cache, timeout, use_rollups, cancel, access=access)
 
+    @events.observed_query  # a QueryEvent per answer or failure (semantic/events.py)
     def open(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
              use_rollups: bool = True, cancel: Cancel | None = None, hold: int | None = None,
              access: Access = UNRESTRICTED) -> Answer:
@@ -222,6 +225,7 @@ class Project:
             return engine.open(sql, timeout=timeout, limits=limits, cancel=cancel).head(hold)
         return engine.arrow(sql, timeout=timeout, limits=limits, cancel=cancel)
 
+    @events.observed_query
     def cached_answer(self, query: Query, access: Access = UNRESTRICTED) -> Answer | None:
         """The answer if planning and running it would both be cache hits, else None: it never plans, builds or
         touches the warehouse, so an event loop may call it (the PostgreSQL door answers repeats inline)."""

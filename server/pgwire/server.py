@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import ipaddress
 import logging
@@ -27,9 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from semantic import events
 from semantic.access.context import SecurityContext
+from server import observability
 from server.loop import new_event_loop
 from server.memo import ByIdentity
+from server.observability.metrics import PG_CONNECTIONS
 from server.pgwire import messages as m
 from server.pgwire.auth import AuthFailed, ScramExchange, Verifier, load_users
 from server.pgwire.messages import Body, InvalidEncoding, ProtocolViolation
@@ -134,6 +138,7 @@ class PgServer:
             frontend = Frontend(runtime)
         self.runtime = runtime
         self.frontend = frontend
+        observability.install()  # the query metrics and the audit log, when no HTTP app did it
         self.config = config or PgConfig.from_env()
         self.pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="pgwire")
         self.ssl = self.config.ssl_context()
@@ -178,6 +183,7 @@ class PgServer:
         task = asyncio.current_task()
         self._tasks.add(task)
         self.sockets += 1
+        PG_CONNECTIONS.inc()
         try:
             if self.sockets > 2 * self.config.max_connections + 16:  # far past the limit: not even a reply
                 return
@@ -186,6 +192,7 @@ class PgServer:
             pass  # the server is stopping; ending quietly keeps Python 3.11's stream callback from logging it
         finally:
             self.sockets -= 1
+            PG_CONNECTIONS.dec()
             self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -198,7 +205,9 @@ class PgServer:
 
     async def run(self, fn, *args):
         """Run blocking work (a query, an encoding) in the worker pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args))
+        # in the caller's context: the statement's query id, door and security context reach the library's events
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
     async def cancel(self, pid: int, secret: int) -> None:
         conn = self.connections.get(pid)
@@ -229,6 +238,7 @@ class Connection:
         self.sent = ByIdentity(SENT)  # bytes of the small answers and row descriptions just sent, by the answer
         self.pump: Pump | None = None  # reads the socket once ready for queries
         self._answer_now = getattr(self.frontend, "answer_now", None)  # a frontend may answer only by execute
+        self.cycle_done = True  # the next message starts a statement: a new query id (see `receive`)
         peer = writer.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "local"
 
@@ -496,6 +506,9 @@ class Connection:
         fills. Why not a coroutine per message: most messages need no waiting, and each coroutine layer costs."""
         if kind == b"X":
             return False
+        if kind == b"Q" or (self.cycle_done and kind != b"S"):  # a simple query, or an extended cycle's start
+            self.begin_statement()
+            self.cycle_done = kind == b"Q"
         if self.ignore_till_sync and kind != b"S":
             return None
         handler = self.handlers.get(kind)
@@ -630,6 +643,13 @@ class Connection:
             return
         self.canceled = True
         await asyncio.get_running_loop().run_in_executor(None, self.frontend.cancel, self.session)
+
+    def begin_statement(self) -> None:
+        """A new query id for the statement starting, with this door and user, for logs and the library's events
+        (set in the pump's context: the worker threads and tasks of the statement copy it)."""
+        events.query_id.set(events.new_query_id())
+        events.door.set("pg")
+        events.current_context.set(self.security_context or events.ANONYMOUS)
 
     def answer_now(self, sql: str, params, oids):
         """The frontend's answer without a worker thread when it has one at hand (a repeat), else None."""
@@ -1009,6 +1029,7 @@ class Connection:
 
     def on_sync(self, body: Body):
         body.end()
+        self.cycle_done = True
         self.ignore_till_sync = False
         status = self.status()
         if status == "I" and self.portals:  # the implicit transaction ended: its portals go
