@@ -270,3 +270,48 @@ def test_metrics_carry_no_data_values_or_user_names(observed):
               for s in family.samples for name in s.labels}
     assert labels <= {"door", "status", "route", "le"}
     assert 'route="(unmatched)"' in text and 'route="/docs/assets/{path}"' in text
+
+
+def test_phloem_serve_logs_json_lines_and_writes_the_audit_file(tmp_path):
+    """The CLI wiring: PHLOEM_LOG_FORMAT=json makes stderr JSON lines, PHLOEM_AUDIT_LOG the audit file."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.server.conftest import free_port
+
+    root = tmp_path / "shop"
+    create(root, scale=300)
+    audit_path = tmp_path / "audit" / "queries.log"
+    audit_path.parent.mkdir()
+    port = free_port()
+    env = {**os.environ, "PHLOEM_LOG_FORMAT": "json", "PHLOEM_AUDIT_LOG": str(audit_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", str(root), "--port", str(port),
+                             "--pg-port", "0"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        r = httpx.post(url + "/api/v1/query", json={"metrics": ["orders"], "dimensions": ["channel"]},
+                       headers={"X-Request-Id": "cli-req-7"}, timeout=30)
+        assert r.status_code == 200 and r.headers["X-Request-Id"] == "cli-req-7"
+        rows = len(r.json()["rows"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("query_id") == "cli-req-7"]
+    assert {line["logger"] for line in mine} >= {"phloem.http", "phloem.audit"}, stderr
+    assert all(line["door"] == "rest" and line["level"] == "INFO" for line in mine)
+    filed = [orjson.loads(line) for line in audit_path.read_text().splitlines()]
+    assert [(a["query_id"], a["user"], a["rows"]) for a in filed if a["query_id"] == "cli-req-7"] == [
+        ("cli-req-7", "anonymous", rows)]
