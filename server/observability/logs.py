@@ -71,6 +71,10 @@ def configure(environ: Mapping[str, str] = os.environ, stream=None) -> str:
     level = (environ.get("PHLOEM_LOG_LEVEL") or ("INFO" if kind == "json" else "WARNING")).strip().upper()
     if level not in logging.getLevelNamesMapping():
         raise ValueError(f"PHLOEM_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    if kind == "text" and not environ.get("PHLOEM_LOG_LEVEL"):
+        # the demo as it always was: warnings through Python's last-resort handler. (A root handler made the
+        # first large query of a served process hold the event loop ~200 ms in tests/server/test_limits.py.)
+        return kind
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if kind == "json" else TextFormatter())
     root = logging.getLogger()
