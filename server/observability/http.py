@@ -12,7 +12,7 @@ from server.observability.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger("phloem.http")
 HEADER = b"x-request-id"
-UNMATCHED = "(unmatched)"  # the route label of requests no route took (404s): never the raw path
+UNMATCHED = "(unmatched)"  # the route label of requests no route took (404s, auth's 401s): never the raw path
 EXPLORE = ("/api/v1/tree", "/api/v1/periods", "/api/v1/drill", "/api/v1/whatif")
 
 

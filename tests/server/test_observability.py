@@ -21,10 +21,13 @@ from semantic.demo import create
 from server.app import create_app
 from server.observability import audit, logs
 from server.pgwire import PgConfig, PgServer, ServerThread
+from server.pgwire.auth import parse_users_yaml
 from tests.server.conftest import LiveServer
 
 PG_SQL = "SELECT channel, MEASURE(revenue) AS revenue FROM metrics GROUP BY channel ORDER BY channel"
 HEX_ID = re.compile(r"[0-9a-f]{16}")
+PG_PASSWORD = "pg-secret-password"  # must never reach a log or audit line
+SECRET = "a-shared-secret-of-at-least-32-bytes!!"
 
 
 class Observed:
@@ -33,8 +36,8 @@ class Observed:
         self.client = httpx.Client(base_url=http.url, timeout=30)
 
     def pg(self) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.wire.port, user="analyst", dbname="shop",
-                               connect_timeout=10, autocommit=True)
+        return psycopg.connect(host="127.0.0.1", port=self.wire.port, user="analyst", password=PG_PASSWORD,
+                               dbname="shop", connect_timeout=10, autocommit=True)
 
     def scrape(self) -> dict[tuple[str, frozenset], float]:
         """Every sample of /metrics by (sample name, labels); parsing it is itself the format check."""
@@ -65,9 +68,12 @@ def observed(tmp_path_factory):
         app = create_app(root, timeout=20.0)
         runtime = app.state.runtime
         runtime.project.build()
-        pg = PgServer(runtime, PgConfig(host="127.0.0.1", port=0, trust="loopback"))
+        users, identities = parse_users_yaml(f"analyst: {{password: {PG_PASSWORD}, roles: [analyst], tenant: acme}}")
+        pg = PgServer(runtime, PgConfig(host="127.0.0.1", port=0, users=users, identities=identities, trust="none"))
         with LiveServer(app) as http, ServerThread(pg) as wire:
-            yield Observed(http, wire, logged, audit_path, runtime.project)
+            observed = Observed(http, wire, logged, audit_path, runtime.project)
+            observed.project_runtime = runtime
+            yield observed
     finally:
         root_logger.handlers[:] = saved[1]
         root_logger.setLevel(saved[0])
@@ -234,7 +240,8 @@ def test_pg_statements_get_their_own_query_ids(observed):
         conn.execute(PG_SQL).fetchall()
         conn.execute("SELECT MEASURE(orders) AS n FROM metrics WHERE channel = %s", ["web"]).fetchall()
     mine = [a for a in observed.audit_lines()[count:] if a["door"] == "pg"]
-    assert len(mine) == 2 and all(a["user"] == "analyst" for a in mine)
+    assert len(mine) == 2 and all((a["user"], a["roles"], a["tenant"]) == ("analyst", ["analyst"], "acme")
+                                  for a in mine)
     assert len({a["query_id"] for a in mine}) == 2 and all(HEX_ID.fullmatch(a["query_id"]) for a in mine)
     assert mine[1]["filters"] and mine[1]["rows"] == 1
     logged = {line["query_id"] for line in observed.log_lines() if line["logger"] == "phloem.audit"}
@@ -315,3 +322,32 @@ def test_phloem_serve_logs_json_lines_and_writes_the_audit_file(tmp_path):
     filed = [orjson.loads(line) for line in audit_path.read_text().splitlines()]
     assert [(a["query_id"], a["user"], a["rows"]) for a in filed if a["query_id"] == "cli-req-7"] == [
         ("cli-req-7", "anonymous", rows)]
+
+
+def test_the_authenticated_user_is_audited_and_no_secret_is_logged(observed):
+    """With auth on, the context auth made (request.state.context) is who the audit line names; a 401 still gets
+    its request id and is counted; neither the token nor a password appears in any log or audit line."""
+    import jwt
+
+    from server.auth import Authenticator
+
+    now = int(time.time())
+    token = jwt.encode({"sub": "ada", "iat": now, "exp": now + 600, "roles": ["analyst", "finance"],
+                        "tenant": "acme"}, SECRET, algorithm="HS256")
+    app = create_app(observed.project_runtime, auth=Authenticator.from_env({"PHLOEM_JWT_SECRET": SECRET}))
+    with LiveServer(app) as secured, httpx.Client(base_url=secured.url, timeout=30) as client:
+        before = observed.scrape()
+        refused = client.post("/api/v1/query", json={"metrics": ["orders"]}, headers={"X-Request-Id": "no-token"})
+        assert refused.status_code == 401 and refused.headers["X-Request-Id"] == "no-token"
+        r = client.post("/api/v1/query", json={"metrics": ["orders"], "dimensions": ["channel"]},
+                        headers={"X-Request-Id": "ada-1", "Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        after = observed.scrape()
+    # auth answers before any route is chosen: the request is counted, its route unnamed
+    assert moved(before, after, "phloem_http_requests_total", route="(unmatched)", status="401") >= 1
+    line = next(a for a in observed.audit_lines() if a["query_id"] == "ada-1")
+    assert (line["user"], line["roles"], line["tenant"]) == ("ada", ["analyst", "finance"], "acme")
+    http_line = next(x for x in observed.log_lines() if x.get("query_id") == "ada-1" and x["logger"] == "phloem.http")
+    assert http_line["user"] == "ada"
+    everything = observed.logged.getvalue() + observed.audit_path.read_text()
+    assert token not in everything and SECRET not in everything and PG_PASSWORD not in everything
