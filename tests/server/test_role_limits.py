@@ -19,7 +19,7 @@ from semantic.errors import LimitExceeded
 from semantic.project.model import RoleLimits
 from server.runtime import Runtime
 from tests.server.conftest import SLOW, LiveServer
-from tests.server.identities import TestIdentity, identity
+from tests.server.identities import authenticator, identity
 
 LIMITS = {
     "default": {"timeout": "20s", "rows": 100_000},
@@ -143,7 +143,7 @@ def served(root):
 
     runtime = Runtime(root, timeout=30)
     runtime.project.build()
-    with LiveServer(TestIdentity(create_app(runtime))) as server:
+    with LiveServer(create_app(runtime, auth=authenticator())) as server:
         yield server, runtime
 
 

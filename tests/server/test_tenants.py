@@ -24,7 +24,7 @@ from semantic.project.load import load_project
 from semantic.project.tenants import Tenants, renamed, tenant_model
 from server.runtime import Runtime
 from tests.server.conftest import LiveServer
-from tests.server.identities import TestIdentity, identity
+from tests.server.identities import authenticator, identity
 
 TENANTS = {"acme": {"schemas": {"raw": "acme_raw"}},
            "globex": {"schemas": {"raw": "globex_raw"}},
@@ -213,8 +213,8 @@ def served(root, tenants):
     from server.app import create_app
 
     runtime = Runtime(root, timeout=10)
-    app = create_app(runtime)
-    with LiveServer(TestIdentity(app)) as server:
+    app = create_app(runtime, auth=authenticator())
+    with LiveServer(app) as server:
         yield server, runtime
 
 
