@@ -276,3 +276,21 @@ def test_phloem_build_builds_every_tenant_or_one(tmp_path):
     wrong = subprocess.run([*cli, "--tenant", "globx"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 1 and "did you mean `globex`" in wrong.stdout + wrong.stderr
     assert time.monotonic() - start < 300
+
+
+def test_pg_wire_statements_read_the_sessions_tenant(served, expected):
+    """The pg door's frontend, as a session authenticated with a tenant runs it (SCRAM users map to tenants)."""
+    from server.pgwire.frontend import Frontend
+
+    _, runtime = served
+    frontend = Frontend(runtime)
+    sql = "SELECT channel, MEASURE(orders) AS orders, MEASURE(gross_revenue) AS revenue FROM orders GROUP BY 1 " \
+          "ORDER BY 1"
+    for _ in range(2):  # the second time from each tenant's cache
+        for name in TENANTS:
+            session = frontend.session("ann", "shop", context=SecurityContext("ann", frozenset({"analyst"}), name))
+            (result,) = frontend.execute(session, sql)
+            assert columns(result.table) == expected[name]
+    stranger = frontend.session("eve", "shop", context=SecurityContext("eve", frozenset({"analyst"}), "hooli"))
+    with pytest.raises(Forbidden, match="hooli"):
+        frontend.execute(stranger, sql)
