@@ -10,6 +10,7 @@ from semantic.errors import (
     WarehouseError,
 )
 from semantic.project.project import Project
+from semantic.project.tenants import Tenants, projects
 
 __all__ = ["AqlSyntaxError", "BuildError", "ModelError", "PhloemError", "Problem", "Project", "QueryError",
-           "WarehouseError"]
+           "Tenants", "WarehouseError", "projects"]

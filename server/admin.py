@@ -26,6 +26,8 @@ NDJSON = "application/x-ndjson"
 
 class BuildRequest(BaseModel):
     force: bool = Field(False, description="Rebuild even what is up to date.")
+    tenant: str | None = Field(None, description="Only this tenant's tables (default: every tenant's).")
+    tenants: bool = Field(False, description="Answer reports by tenant (`phloem build` beside the server).")
 
 
 class SuggestRequest(BaseModel):
@@ -55,6 +57,12 @@ def router() -> APIRouter:
         def work() -> None:
             try:
                 reloaded = runtime.reload()  # a build builds what the files say now
+                if req.tenants or req.tenant:
+                    reports = runtime.tenants.build(req.tenant, req.force, progress=lambda who, n, d, t: send(
+                        {"progress": [who, n, d, t]}))
+                    send({"reports": {who: {"built": r.built, "fresh": r.fresh, "seconds": r.seconds}
+                                      for who, r in reports.items()}, "reloaded": reloaded})
+                    return
                 report = runtime.project.build(force=req.force, progress=lambda n, d, t: send(
                     {"progress": [n, d, t]}))
                 send({"report": {"built": report.built, "fresh": report.fresh, "seconds": report.seconds,

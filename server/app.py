@@ -56,7 +56,7 @@ def create_app(project: Path | str | Runtime, timeout: float | None = 30.0, limi
     @app.get("/readyz", summary="The warehouse answers and the project is built")
     async def readyz(request: Request) -> Response:
         try:
-            await run_in_threadpool(runtime.project.ensure_built)
+            await run_in_threadpool(runtime.ensure_built)  # every tenant's, when there are tenants
             await run_in_threadpool(runtime.project.engine.rows, "select 1")
         except Exception as e:  # not ready is an answer, not an error
             status, content = errors.status_of(e)

@@ -8,6 +8,7 @@ the client's (503, 500) carry an error id; the server log has the detail under t
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 
@@ -115,6 +116,12 @@ def status_of(e: BaseException) -> tuple[int, dict]:
                      id=ref)
 
 
+def retry_after(e: BaseException) -> dict | None:
+    """`Retry-After` (whole seconds, at least 1) for a limit that says when to come back."""
+    wait = getattr(e, "retry_after", None) if isinstance(e, LimitExceeded) else None
+    return {"Retry-After": str(max(1, math.ceil(wait)))} if wait is not None else None
+
+
 def json_response(content, status_code: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(content, default=str), status_code=status_code, media_type="application/json",
                     headers=headers)
@@ -138,7 +145,7 @@ def install(app: FastAPI) -> None:
 
     async def translate(_: Request, e: Exception) -> Response:
         status, content = status_of(e)
-        return json_response(content, status)
+        return json_response(content, status, headers=retry_after(e))
 
     # the errors a request can cause are answered here; anything else is logged once and answered 500
     for kind in (PhloemError, duckdb.Error, psycopg.Error, OverflowError, RecursionError, Exception):

@@ -13,5 +13,6 @@ def context_of(request: Request) -> SecurityContext:
 
 
 def project_of(request: Request):
-    """The project as the caller may see it (the project itself for an unrestricted caller)."""
-    return request.app.state.runtime.project.scoped(context_of(request))
+    """The project the caller queries (its tenant's) as it may see it (the project itself when unrestricted)."""
+    context = context_of(request)
+    return request.app.state.runtime.project_for(context).scoped(context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Request
@@ -72,13 +73,20 @@ def router() -> APIRouter:
     @api.post("/query", summary="Answer a metric query", responses={200: ANSWER})
     async def query(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])],
                     accept: Annotated[str | None, Header()] = None, decimals: Decimals = "number") -> Response:
-        runtime = request.app.state.runtime
-        project = project_of(request)
-        answer = project.cached_answer(q)  # a repeat: no thread hop (~100 µs)
-        if answer is None:
-            cancel = Cancel()
-            answer = await watched(request, cancel, project.open, q, None, True, runtime.timeout, True, cancel, HOLD)
-        return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals)
+        runtime, context = request.app.state.runtime, context_of(request)
+        project = runtime.project_for(context).scoped(context)  # its tenant's project, as its policies allow
+        ticket = runtime.admit(context)  # its roles' limits: at once, per minute, time, rows and bytes
+        try:
+            answer = project.cached_answer(q, limits=ticket.limits)  # a repeat: no thread hop (~100 µs)
+            if answer is None:
+                cancel = Cancel()
+                answer = await watched(request, cancel, partial(project.open, q, None, True, ticket.timeout, True,
+                                                                cancel, HOLD, limits=ticket.limits))
+            return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals,
+                            done=ticket.release)
+        except BaseException:
+            ticket.release()
+            raise
 
     @api.post("/explain", summary="The plan, the tables it reads (rollups and why others were not used) and the SQL")
     def explain(request: Request, q: Annotated[Query, Body(examples=[QUERY_EXAMPLE])]) -> Response:
@@ -133,20 +141,24 @@ async def watched(request: Request, cancel: Cancel, fn, *args):
 
 
 def answered(table, cached: bool, accept: str | None, reading: Reading | None = None,
-             decimals: str = "number") -> Response:
+             decimals: str = "number", done=None) -> Response:
+    """The answer's response; `done()` is called once its last byte is made (a query's admission ends there)."""
     kind = negotiate(accept)
     headers = {"X-Phloem-Cache": "hit" if cached else "miss"}
     if reading is None and table.num_rows <= STREAM_ROWS:
-        return Response(_encoded(table, kind, cached, decimals), media_type=kind, headers=headers)
+        response = Response(_encoded(table, kind, cached, decimals), media_type=kind, headers=headers)
+        if done is not None:
+            done()
+        return response
     if reading is not None:
         schema, batches = reading.schema, reading.batches()
     else:
         schema, batches = table.schema, iter(table.to_batches(max_chunksize=STREAM_ROWS))
     body = chunks(schema, batches, kind, failed=lambda e: errors.status_of(e)[1], decimals=decimals, cached=cached)
-    return _Streamed(_off_loop(body, reading), media_type=kind, headers=headers)
+    return _Streamed(_off_loop(body, reading, done), media_type=kind, headers=headers)
 
 
-async def _off_loop(body, reading: Reading | None):
+async def _off_loop(body, reading: Reading | None, done=None):
     """The body's pieces, each made in a worker thread (the event loop keeps answering /healthz); a client that
     goes away mid-stream stops the warehouse query."""
     try:
@@ -156,6 +168,8 @@ async def _off_loop(body, reading: Reading | None):
         if reading is not None:
             reading.interrupt()
         body.close()  # closes the warehouse cursor
+        if done is not None:
+            done()
 
 
 class _Streamed(StreamingResponse):

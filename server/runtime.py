@@ -13,8 +13,10 @@ from cachetools import LRUCache
 
 from semantic import Project
 from semantic.access.context import SecurityContext
+from semantic.access.quota import Quotas, Ticket
 from semantic.limits import Limits
 from semantic.project.load import find_project, load_project
+from semantic.project.tenants import Tenants
 
 
 class Runtime:
@@ -24,29 +26,51 @@ class Runtime:
         self.token = token  # the admin endpoints' secret (from the server record); None: admin is closed
         # the most rows and bytes one answer may have, at every door (PHLOEM_MAX_ROWS / PHLOEM_MAX_BYTES)
         self.limits = limits if limits is not None else Limits.from_env()
-        self.project = Project.load(self.root, limits=self.limits)
-        self.timeout = timeout  # seconds a query may run before it is cancelled (504)
+        self.tenants = Tenants(load_project(self.root), limits=self.limits)  # the model as written, and per tenant
+        self.project: Project = self.tenants.default
+        self.timeout = timeout  # seconds a query may run before it is cancelled (504); roles may say otherwise
+        self.quotas = Quotas(self.project.model.settings.limits, timeout, self.limits)
         self._lock = threading.Lock()
         self._listeners = []
-        self._sql: tuple | None = None  # the current project's SQL doors: (project, unrestricted, by access key)
+        self._sql: dict = {}  # SQL doors by project (each tenant's) of the current version: (unrestricted, by access)
+        self._sql_of: Project | None = None  # the version they are of
 
     def sql(self, context: SecurityContext | None = None):
-        """The semantic-SQL door of the current project as `context` sees it (one per model version and access:
-        its tables list only what that access may see)."""
+        """The semantic-SQL door of the project `context` queries (its tenant's), as it sees it (one per model
+        version and access: its tables list only what that access may see)."""
         from server.sql import SemanticSQL
 
-        project = self.project
-        held = self._sql
-        if held is None or held[0] is not project:
-            held = self._sql = (project, SemanticSQL(project, timeout=self.timeout), LRUCache(maxsize=256))
+        project = self.project_for(context)
+        held = self._sql.get(project)
+        if held is None:
+            with self._lock:
+                if self._sql_of is not self.project:  # a reload: the old version's doors go
+                    self._sql, self._sql_of = {}, self.project
+                held = self._sql.setdefault(project, (SemanticSQL(project, timeout=self.timeout),
+                                                      LRUCache(maxsize=256)))
         scoped = project.scoped(context)
         if scoped is project:  # unrestricted: the one door, no lock on the hot path
-            return held[1]
+            return held[0]
         with self._lock:
-            door = held[2].get(scoped.access.key)
+            door = held[1].get(scoped.access.key)
             if door is None:
-                door = held[2][scoped.access.key] = SemanticSQL(scoped, timeout=self.timeout)
+                door = held[1][scoped.access.key] = SemanticSQL(scoped, timeout=self.timeout)
         return door
+
+    def project_for(self, context: SecurityContext | None) -> Project:
+        """The project `context` queries: its tenant's (Forbidden for an unknown tenant, or for a restricted context
+        without one, when tenants are configured), else the model as written. Apply `.scoped(context)` for its
+        access policies."""
+        return self.tenants.for_context(context)
+
+    def admit(self, context: SecurityContext | None) -> Ticket:
+        """Admission of one query of `context` under its roles' limits (LimitExceeded when over): use it as a
+        context manager around the query; its `timeout` and `limits` are the ones to run the query with."""
+        return self.quotas.admit(context)
+
+    def ensure_built(self) -> None:
+        """Build what is missing or stale: every tenant's, or the model as written without tenants."""
+        self.tenants.ensure_built()
 
     @property
     def version(self) -> str:
@@ -62,14 +86,16 @@ class Runtime:
             model = load_project(self.root)  # a ModelError leaves the running version in place
             if model.version == self.project.model.version:
                 return False
-            old, self.project = self.project, Project(model, engine=self.project.engine, limits=self.limits)
-            old.query_log.close()  # the engine is shared and stays open; only the old log file is released
+            old, self.tenants = self.tenants, self.tenants.reloaded(model)  # every tenant's project at once
+            self.project = self.tenants.default
+            self.quotas.configure(model.settings.limits, self.timeout, self.limits)
+            old.release()  # engines are shared and stay open; only the old log file is released
         for listener in self._listeners:
             listener(self.project)
         return True
 
     def close(self) -> None:
-        self.project.close()
+        self.tenants.close()
 
 
 RECORD = Path(".phloem") / "server.json"  # inside the project: whoever can read the project can find its server

@@ -104,8 +104,8 @@ class Scoped:
     def explain(self, query=None, use_rollups: bool = True, **fields) -> str:
         return self.project.explain(query, use_rollups, access=self.access, **fields)
 
-    def cached_answer(self, query):
-        return self.project.cached_answer(query, access=self.access)
+    def cached_answer(self, query, **kwargs):
+        return self.project.cached_answer(query, access=self.access, **kwargs)
 
     def dataset(self, *args, **kwargs):
         raise Forbidden("datasets are row-level tables no access policy filters, so only unrestricted users "

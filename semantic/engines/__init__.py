@@ -99,7 +99,7 @@ def connect(model) -> Engine:
     warehouse = model.settings.warehouse
     if warehouse.engine == "postgres":
         # imported here: DuckDB users never load psycopg
-        from semantic.engines.postgres import ClientReads, PostgresEngine
+        from semantic.engines.postgres import PostgresEngine
 
         if not warehouse.dsn:
             raise ModelError([Problem(
@@ -107,12 +107,18 @@ def connect(model) -> Engine:
                 "warehouse", "add `dsn: ${PHLOEM_PG_DSN}` and export PHLOEM_PG_DSN=postgresql://user:password@host/db")])
         line = _line(model, "warehouse", "dsn")
         try:
-            reads = ClientReads((model.settings.materialization.schema_,), tuple(sorted(set(_view_tables(model)))))
-            return PostgresEngine(expand_env(warehouse.dsn, line=line), client_reads=reads)
+            return PostgresEngine(expand_env(warehouse.dsn, line=line), client_reads=client_reads(model))
         except WarehouseError as e:  # a DSN that does not parse is a mistake in phloem.yml
             raise ModelError([Problem(str(e), PROJECT_FILE, line, "warehouse.dsn",
                                       "write it as postgresql://user:password@host:5432/dbname")]) from None
     return DuckDBEngine(model.database_path, files=model.root, reads=model_sql(model))
+
+
+def client_reads(model):
+    """What client queries of `model` may read on PostgreSQL: its materialization schema and the tables views name."""
+    from semantic.engines.postgres import ClientReads
+
+    return ClientReads((model.settings.materialization.schema_,), tuple(sorted(set(_view_tables(model)))))
 
 
 def model_sql(model) -> list[str]:

@@ -197,6 +197,12 @@ class PostgresEngine:
         self._next_grant = 0.0  # monotonic time of the next look for what is not granted yet
         self._build_key: int | None = None  # the advisory lock the writer's session holds, if any
 
+    def allow(self, reads: ClientReads) -> None:
+        """Let client queries read these too (another tenant's schemas in this database); granted at the next one."""
+        with self._prepare_lock:
+            self._wanted = self._wanted | {(s,) for s in reads.schemas} | set(reads.tables)
+            self._next_grant = 0.0
+
     # ------------------------------------------------------------ connections
 
     def _connect(self, dsn: str) -> psycopg.Connection:

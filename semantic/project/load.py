@@ -300,8 +300,12 @@ def _internal(part: Any) -> bool:
 def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
     """The keys allowed at `loc` inside `cls` (following nested models and lists)."""
     current: Any = cls
+    keyed = False  # the next part is a key of a mapping (`limits: {analyst: ...}`), not a field
     for part in loc:
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        if keyed:
+            keyed = False
             continue
         info = current.model_fields.get(part)
         if info is None:
@@ -309,6 +313,7 @@ def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
             info = alias
         if info is None:
             return []
+        keyed = typing.get_origin(info.annotation) is dict
         current = _model_in(info.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]

@@ -100,12 +100,112 @@ class AqlSettings(Frozen):
     compat: Literal["dbt_aql", "phloem"] = "dbt_aql"
 
 
+class Tenant(Frozen):
+    """One tenant's warehouse (docs/tenants.md): its source schemas renamed, or its own database; its own tables."""
+
+    schemas: dict[str, str] = {}  # a source schema the model names -> this tenant's (`raw: acme_raw`)
+    database: str | None = None  # DuckDB: its own file, relative to the project
+    dsn: str | None = None  # PostgreSQL: its own database
+    materialization: Materialization | None = None  # default: `<materialization.schema>_<tenant>`
+
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, v: dict[str, str]) -> dict[str, str]:
+        for source, target in v.items():
+            for name in (source, target):
+                if not re.match(NAME, name):
+                    raise Invalid(f"`{name}` is not a schema name", "schemas are lower_snake_case: a letter, then "
+                                  "letters, digits or _", (source,))
+        return v
+
+
+_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60,
+            "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
+
+
+def seconds(value: Any) -> float:
+    """Seconds from `30`, `30s`, `500ms`, `2m`, `1h`, `2 minutes`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(value))
+    if not m or (m.group(2) or "s") not in _SECONDS:
+        raise Invalid(f"`{value}` is not a duration", "write seconds, or a number with ms, s, m or h: `30s`, `2m`")
+    return float(m.group(1)) * _SECONDS[m.group(2) or "s"]
+
+
+class RoleLimits(Frozen):
+    """What one role's queries may use (docs/limits.md); a key left out is the `default` role's; 0: no limit."""
+
+    timeout: float | None = Field(None, ge=0)  # seconds a query may run before it is cancelled
+    rows: int | None = Field(None, ge=0)
+    bytes: int | None = Field(None, ge=0)
+    concurrent: int | None = Field(None, ge=0)  # queries one user runs at once
+    per_minute: int | None = Field(None, ge=0)  # requests one user makes in any 60 seconds
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> Any:
+        return None if v is None else seconds(v)
+
+    @field_validator("bytes", mode="before")
+    @classmethod
+    def _bytes(cls, v: Any) -> Any:
+        from semantic.limits import size
+
+        try:
+            return None if v is None else size(v)
+        except ValueError as e:
+            raise Invalid(str(e), "write bytes, or a number with KB, MB or GB: `64MB`") from None
+
+
 class Settings(Frozen):
     name: str = Field(pattern=NAME)
     warehouse: Warehouse = Warehouse()
     materialization: Materialization = Materialization()
     aql: AqlSettings = AqlSettings()
     timezone: str | None = None
+    tenants: dict[str, Tenant] = {}
+    limits: dict[str, RoleLimits] = {}
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, v: dict[str, Tenant]) -> dict[str, Tenant]:
+        for name in v:
+            if not re.match(NAME, name):
+                raise Invalid(f"`{name}` is not a valid tenant name", "tenant names are lower_snake_case: a "
+                              "letter, then letters, digits or _", (name,))
+        return v
+
+    def tenant_schema(self, name: str) -> str:
+        """Where tenant `name`'s streams, datasets and rollups are built."""
+        own = self.tenants[name].materialization
+        return own.schema_ if own is not None else f"{self.materialization.schema_}_{name}"
+
+    @model_validator(mode="after")
+    def _tenants(self) -> Settings:
+        engine = self.warehouse.engine
+        used: dict[str | None, dict[str, str]] = {None: {self.materialization.schema_: "the project"}}
+        for name, t in self.tenants.items():
+            if t.database and engine != "duckdb":
+                raise Invalid(f"tenant `{name}`: `database` is a DuckDB file, and the warehouse is {engine}",
+                              "give the tenant `dsn:` (its own database) or `schemas:`", ("tenants", name))
+            if t.dsn and engine != "postgres":
+                raise Invalid(f"tenant `{name}`: `dsn` is a PostgreSQL database, and the warehouse is {engine}",
+                              "give the tenant `database: data/<tenant>.duckdb` or `schemas:`", ("tenants", name))
+            schema = self.tenant_schema(name)
+            if len(schema) > 63:
+                raise Invalid(f"tenant `{name}`: schema `{schema}` is longer than 63 characters",
+                              "give it a shorter `materialization: {schema: ...}`", ("tenants", name))
+            where = used.setdefault(t.database or t.dsn, {})
+            if schema in where:
+                raise Invalid(f"tenant `{name}` would build into schema `{schema}`, as {where[schema]} does",
+                              "give each tenant sharing a warehouse its own `materialization: {schema: ...}`",
+                              ("tenants", name))
+            if schema in t.schemas or schema in t.schemas.values():
+                raise Invalid(f"tenant `{name}` builds into `{schema}`, one of its source schemas: builds replace "
+                              "tables there", "build into another schema", ("tenants", name))
+            where[schema] = f"tenant `{name}`"
+        return self
 
 
 # ---------------------------------------------------------------- streams

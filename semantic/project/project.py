@@ -181,18 +181,20 @@ class Project:
         return self.run(query, progress=progress, use_rollups=use_rollups, access=access).table
 
     def run(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
-            use_rollups: bool = True, cancel: Cancel | None = None, access: Access = UNRESTRICTED) -> Answer:
+            use_rollups: bool = True, cancel: Cancel | None = None, access: Access = UNRESTRICTED,
+            limits: Limits | None = None) -> Answer:
         """A query's answer with how it was obtained; repeated queries come from the result cache.
 
         `use_rollups=False` answers from the views' own tables even where a rollup could (same numbers). An answer
-        over `self.limits` raises ResultTooLarge; `cancel` interrupts the warehouse query (QueryCancelled).
+        over `limits` (default: `self.limits`) raises ResultTooLarge; `cancel` interrupts the warehouse query
+        (QueryCancelled).
         """
-        return self.open(query, progress, use_cache, timeout, use_rollups, cancel, access=access)
+        return self.open(query, progress, use_cache, timeout, use_rollups, cancel, access=access, limits=limits)
 
     @events.observed_query  # a QueryEvent per answer or failure (semantic/events.py)
     def open(self, query: Query, progress=None, use_cache: bool = True, timeout: float | None = None,
              use_rollups: bool = True, cancel: Cancel | None = None, hold: int | None = None,
-             access: Access = UNRESTRICTED) -> Answer:
+             access: Access = UNRESTRICTED, limits: Limits | None = None) -> Answer:
         """As `run`; with `hold` (bytes), an answer larger than that is not read whole: its `table` is None and
         `reading` yields its batches (for a door that streams them; it is not cached)."""
         compiled = self.compile(query, use_rollups, access)
@@ -207,11 +209,12 @@ class Project:
             with self._lock:
                 hit = self.results.get(key)
             if hit is not None:
+                _within(hit, limits)  # cached for a role with larger limits
                 return Answer(hit, compiled, cached=True)
         self.ensure_built(progress)
         if use_rollups and self.model.rollups and compiled.catalog != self.compiler.catalog.version:
             compiled = self.compile(query, use_rollups, access)  # a build moved the rollups since it was planned
-        table = self._read(compiled.sql, timeout, cancel, hold)
+        table = self._read(compiled.sql, timeout, cancel, hold, limits)
         if isinstance(table, Reading):
             return Answer(None, compiled, cached=False, reading=table)
         if use_cache:
@@ -219,14 +222,15 @@ class Project:
                 self.results[key] = table
         return Answer(table, compiled, cached=False)
 
-    def _read(self, sql: str, timeout: float | None, cancel: Cancel | None, hold: int | None):
-        engine, limits = self.engine, self.limits
+    def _read(self, sql: str, timeout: float | None, cancel: Cancel | None, hold: int | None,
+              limits: Limits | None = None):
+        engine, limits = self.engine, limits if limits is not None else self.limits
         if hasattr(engine, "open"):  # DuckDB reads batch by batch: never more than the limits in memory
             return engine.open(sql, timeout=timeout, limits=limits, cancel=cancel).head(hold)
         return engine.arrow(sql, timeout=timeout, limits=limits, cancel=cancel)
 
     @events.observed_query
-    def cached_answer(self, query: Query, access: Access = UNRESTRICTED) -> Answer | None:
+    def cached_answer(self, query: Query, access: Access = UNRESTRICTED, limits: Limits | None = None) -> Answer | None:
         """The answer if planning and running it would both be cache hits, else None: it never plans, builds or
         touches the warehouse, so an event loop may call it (the PostgreSQL door answers repeats inline)."""
         if not self._catalog_loaded:
@@ -241,6 +245,7 @@ class Project:
             hit = self.results.get((self.model.version, self.generation, compiled.access, compiled.sql))
         if hit is None:
             return None
+        _within(hit, limits)
         self.query_log.append(compiled.plan)
         return Answer(hit, compiled, cached=True)
 
@@ -251,3 +256,9 @@ class Project:
     def close(self) -> None:
         self.query_log.close()
         self.engine.close()
+
+
+def _within(table: pa.Table, limits: Limits | None) -> None:
+    """A cached answer is held to the asker's limits too (it may have been read for a role allowed more)."""
+    if limits is not None:
+        limits.check(table.num_rows, table.nbytes)

@@ -236,6 +236,8 @@ class _Version:
     def __init__(self, runtime, project, context: SecurityContext):
         from server.sql import SemanticSQL
 
+        self.runtime = runtime
+        self.of = runtime.project  # the model version this is of (a tenant's project is not runtime.project)
         self.project = project
         self.sql = runtime.sql(context)
         _interruptible_engine(project.engine)
@@ -254,14 +256,15 @@ class Frontend:
     def version(self, session: Session | None = None) -> _Version:
         """The current model version as the session's security context sees it (rebuilt when the runtime
         reloaded a new model)."""
-        project = self.runtime.project
+        current = self.runtime.project
         context = session.security_context if session is not None else SecurityContext.anonymous()
+        project = self.runtime.project_for(context)  # its tenant's (Forbidden for an unknown one)
         scoped = project.scoped(context)
-        key = None if scoped is project else scoped.access.key
+        key = (id(project), None if scoped is project else scoped.access.key)
         with self._lock:
             held = self._versions
-            if held is None or held[0] is not project:
-                held = self._versions = (project, LRUCache(maxsize=256))
+            if held is None or held[0] is not current:
+                held = self._versions = (current, LRUCache(maxsize=256))
             version = held[1].get(key)
             if version is None:
                 version = held[1][key] = _Version(self.runtime, project, context)
@@ -343,13 +346,13 @@ class Frontend:
         metric query in the result cache), computed in microseconds on the caller's thread; else None (then
         call `execute`, in a worker). Why: a thread hop alone costs ~100 µs, PostgreSQL answers in ~60."""
         plan = session.plans.get(_plan_key(sql, params, param_oids))
-        if plan is None or plan.version.project is not self.runtime.project \
+        if plan is None or plan.version.of is not self.runtime.project \
                 or session.status == "E" or not session.lock.acquire(blocking=False):
             return None
         try:
             if session._cancelled.is_set():  # a cancel that came after the last statement ended
                 session._cancelled.clear()
-            result = plan.answer_now(list(params) if params else [])
+            result = plan.answer_now(list(params) if params else [], session)
         except PhloemError as e:
             raise _failed(session, e, []) from None
         finally:
@@ -477,7 +480,7 @@ class Frontend:
         version = self.version(session)
         plan = session.plans.get(keep) if keep is not None else None
         if plan is not None and plan.version is version:
-            result = plan.answer_now(params)
+            result = plan.answer_now(params, session)
             if result is not None:
                 return result
             if plan.route == "semantic":
@@ -506,7 +509,8 @@ class Frontend:
     def _semantic_query(self, session: Session, version: _Version, rewritten: str, values: list) -> Result:
         running = _RUNNING.set(session)
         try:
-            answer = version.sql.run(rewritten, values)
+            with version.runtime.admit(_context(session)) as ticket:  # its roles' limits (53300, 57014, 54000)
+                answer = version.sql.run(rewritten, values, timeout=ticket.timeout, limits=ticket.limits)
         except PhloemError as e:
             raise _semantic_error(e) from None
         finally:
@@ -926,6 +930,11 @@ def _semantic_error(e: PhloemError) -> PhloemError:
 PLANS = 256  # statements remembered per session
 
 
+def _context(session: Session | None) -> SecurityContext:
+    """Who runs the session's statements: the authenticated user's context, else the unrestricted one (trust)."""
+    return getattr(session, "security_context", None) or SecurityContext.anonymous()
+
+
 @dataclass
 class _Plan:
     """What a statement text became in one session (for one model version): a constant result, a template of
@@ -946,7 +955,7 @@ class _Plan:
                         f"{len(self.types)}", "08P01")
         return [v if type(v) is not str else _coerce(v, t) for v, t in zip(params, self.types, strict=False)]
 
-    def answer_now(self, params: list) -> Result | None:
+    def answer_now(self, params: list, session: Session | None = None) -> Result | None:
         if self.result is not None:
             return self.result
         if self.template is not None:
@@ -955,9 +964,12 @@ class _Plan:
             row = tuple([_in_range(values[i], c.type_oid) for c, i in zip(columns, items, strict=True)])
             return RowResult(columns, [row])
         if self.route == "semantic":
-            answer = self.version.sql.cached_run(self.rewritten, self.values(params))
+            runtime, context = self.version.runtime, _context(session)
+            limits = runtime.quotas.allowance(context).limits
+            answer = self.version.sql.cached_run(self.rewritten, self.values(params), limits=limits)
             if answer is None:
-                return None
+                return None  # run in a worker: admitted there
+            runtime.admit(context).release()  # a repeat answered from the cache counts as a request too
             last = self.last
             if last is None or last[0] is not answer.table:
                 last = self.last = (answer.table, _result(answer.table))

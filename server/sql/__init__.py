@@ -60,7 +60,7 @@ import pyarrow as pa
 from cachetools import LRUCache
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
-from semantic.limits import Cancel, Reading
+from semantic.limits import Cancel, Limits, Reading
 from semantic.query.query import Query
 from server.memo import ByIdentity
 from server.sql import outer
@@ -79,6 +79,9 @@ class SqlAnswer:
     cached: bool  # every metric query came from the result cache
     queries: list[Query]
     reading: Reading | None = None
+
+
+DOOR = object()  # "the door's own time limit", as opposed to None: no limit
 
 
 class SemanticSQL:
@@ -124,7 +127,7 @@ class SemanticSQL:
             held = self._rewrites = (compiler, LRUCache(maxsize=REWRITES))
         return held[1]
 
-    def cached_run(self, sql: str, params: Sequence | None = None) -> SqlAnswer | None:
+    def cached_run(self, sql: str, params: Sequence | None = None, limits: Limits | None = None) -> SqlAnswer | None:
         """The answer when it needs no parsing, planning or warehouse work (a repeated statement whose one
         metric query is in the result cache, its columns picked as they are), else None. Never blocks."""
         key = _key(sql, params)
@@ -136,7 +139,7 @@ class SemanticSQL:
         direct = plan.direct if plan is not None else None
         if direct is None or not hasattr(self.project, "cached_answer"):
             return None
-        answer = self.project.cached_answer(direct.query)
+        answer = self.project.cached_answer(direct.query, **({"limits": limits} if limits is not None else {}))
         if answer is None:
             return None
         picked = self._picked.get(answer.table, key)  # one answer, one table: callers keep its encoding
@@ -146,18 +149,23 @@ class SemanticSQL:
                                           SqlAnswer(_picked(direct, answer.table), True, [direct.query]))
         return picked
 
-    def run(self, sql: str, params: Sequence | None = None, cancel: Cancel | None = None) -> SqlAnswer:
-        return self.open(sql, params, cancel)
+    def run(self, sql: str, params: Sequence | None = None, cancel: Cancel | None = None, timeout=DOOR,
+            limits: Limits | None = None) -> SqlAnswer:
+        return self.open(sql, params, cancel, timeout=timeout, limits=limits)
 
     def open(self, sql: str, params: Sequence | None = None, cancel: Cancel | None = None,
-             hold: int | None = None) -> SqlAnswer:
+             hold: int | None = None, timeout=DOOR, limits: Limits | None = None) -> SqlAnswer:
         """As `run`; with `hold` (bytes), an outer step's answer larger than that is left being read: its `table`
-        is None and `reading` yields its batches. Every answer is held to the project's limits."""
+        is None and `reading` yields its batches. Every answer is held to `limits` (default: the project's);
+        `timeout`: seconds (None: no limit), default the door's."""
         plan = self.rewrite(sql, params)
         answers, cached = {}, []
-        options = {"timeout": self.timeout} if self.timeout else {}
+        timeout = self.timeout if timeout is DOOR else timeout
+        options = {"timeout": timeout} if timeout else {}
         if cancel is not None:
             options["cancel"] = cancel
+        if limits is not None:
+            options["limits"] = limits
         direct = plan.direct
         queries = [s.query for s in plan.selects]
         if direct is not None and hold is not None:
@@ -174,8 +182,8 @@ class SemanticSQL:
         if direct is not None:
             table = _picked(direct, answers[direct.name])
         else:
-            limits = getattr(self.project, "limits", None)
-            table = outer.open_(plan.statement, answers, self.timeout, limits, cancel).head(hold)
+            limits = limits if limits is not None else getattr(self.project, "limits", None)
+            table = outer.open_(plan.statement, answers, timeout, limits, cancel).head(hold)
             if isinstance(table, Reading):
                 return SqlAnswer(None, False, queries, table)
         return SqlAnswer(table, bool(cached) and all(cached), queries)
