@@ -395,23 +395,24 @@ def worker(project: Annotated[Path | None, typer.Argument(help="Project folder (
     import logging
     import threading
 
-    from server.worker import Worker
+    from semantic.project.tenants import Tenants
+    from server.worker import for_tenants, run_all
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     with user_errors():
-        p = Project(load_project(find_project(project)))
+        tenants = Tenants(load_project(find_project(project)))
     try:
-        w = Worker(p)
+        workers = for_tenants(tenants)  # with `tenants:`, each tenant's tables on its own schedule and lock
         if once:
-            raise typer.Exit(0 if w.run_once().ok else 1)
+            raise typer.Exit(0 if all([w.run_once().ok for w in workers]) else 1)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        w.run(interval, stop)
+        run_all(workers, interval, stop)
     finally:
-        p.close()
+        tenants.close()
 
 
 @app.command()

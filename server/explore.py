@@ -24,7 +24,7 @@ from semantic.metrics.drill import T_EEP, T_EP, K
 from semantic.metrics.explore import SERIES_GRAINS
 from semantic.metrics.periods import COMPARISONS, bucket_period, compare, shift
 from server.encode import dumps
-from server.identity import project_of
+from server.identity import context_of, project_of
 from server.rest import ERRORS, watched
 
 Method = Literal[METHODS]  # type: ignore[valid-type]
@@ -172,22 +172,24 @@ class _Cancellable:
     """The project as one request sees it: each metric query runs with the request's `cancel`, and none starts
     after the client went away (a tree or drill runs several)."""
 
-    def __init__(self, project, cancel: Cancel):
-        self._project, self._cancel = project, cancel
+    def __init__(self, project, cancel: Cancel, ticket):
+        self._project, self._cancel, self._ticket = project, cancel, ticket
 
     def __getattr__(self, name: str):
         return getattr(self._project, name)
 
     def run(self, query, *args, **kwargs):
         self._cancel.check()
+        kwargs.update(timeout=self._ticket.timeout, limits=self._ticket.limits)  # the caller's roles' limits
         return self._project.run(query, *args, cancel=self._cancel, **kwargs)
 
 
 async def _answer(request: Request, answer):
     """`answer(project)` in a worker thread, on the project as the caller may see it; a client that disconnects
-    cancels its warehouse queries."""
+    cancels its warehouse queries. The whole request takes one of the caller's slots (429 when none is free)."""
     cancel = Cancel()
-    return await watched(request, cancel, answer, _Cancellable(project_of(request), cancel))
+    with request.app.state.runtime.admit(context_of(request)) as ticket:
+        return await watched(request, cancel, answer, _Cancellable(project_of(request), cancel, ticket))
 
 
 def _query_names(dependant) -> set[str]:

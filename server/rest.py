@@ -96,12 +96,20 @@ def router() -> APIRouter:
     @api.post("/sql", summary="Semantic SQL over views and the `metrics` table", responses={200: ANSWER})
     async def sql(request: Request, body: SqlRequest, accept: Annotated[str | None, Header()] = None,
                   decimals: Decimals = "number") -> Response:
-        door = request.app.state.runtime.sql(context_of(request))
-        answer = door.cached_run(body.sql, body.params or None)
-        if answer is None:
-            cancel = Cancel()
-            answer = await watched(request, cancel, door.open, body.sql, body.params or None, cancel, HOLD)
-        return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals)
+        runtime, context = request.app.state.runtime, context_of(request)
+        door = runtime.sql(context)
+        ticket = runtime.admit(context)  # the same per-role limits as /query
+        try:
+            answer = door.cached_run(body.sql, body.params or None, limits=ticket.limits)
+            if answer is None:
+                cancel = Cancel()
+                answer = await watched(request, cancel, partial(door.open, body.sql, body.params or None, cancel, HOLD,
+                                                                timeout=ticket.timeout, limits=ticket.limits))
+            return answered(answer.table, answer.cached, accept, answer.reading, decimals=decimals,
+                            done=ticket.release)
+        except BaseException:
+            ticket.release()
+            raise
 
     @api.get("/datasets/{name}", summary="A dataset's rows (built first if needed), at most 100,000",
              responses={200: ANSWER})

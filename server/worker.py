@@ -94,8 +94,22 @@ class Worker:
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Passes every `interval` seconds until `stop` is set."""
-        log.info("worker started: %s every %gs", self.project.model.settings.name, interval)
-        while not stop.is_set():
-            self.run_once()
-            stop.wait(interval)
-        log.info("worker stopped")
+        run_all([self], interval, stop)
+
+
+def for_tenants(tenants) -> list[Worker]:
+    """A worker per tenant (each builds its own schema under its own lock), or one for the model as written."""
+    return [Worker(p) for _, p in tenants.projects()] if tenants.configured else [Worker(tenants.default)]
+
+
+def run_all(workers: list[Worker], interval: float, stop: threading.Event) -> None:
+    """Every worker's pass, every `interval` seconds, until `stop` is set."""
+    names = ", ".join(w.project.model.settings.name for w in workers)
+    log.info("worker started: %s every %gs", names, interval)
+    while not stop.is_set():
+        for w in workers:
+            if stop.is_set():
+                break
+            w.run_once()
+        stop.wait(interval)
+    log.info("worker stopped")

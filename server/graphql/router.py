@@ -123,12 +123,16 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
 async def _execute(request: Request, schema: strawberry.Schema, query: str, variables: dict | None,
                    operation: str | None) -> Response:
     cancel = Cancel()  # a client that disconnects cancels the operation's warehouse queries
+    ticket = request.app.state.runtime.admit(context_of(request))  # one operation: one of its roles' slots (429)
     run = functools.partial(schema.execute_sync, query, variable_values=variables, operation_name=operation,
-                            context_value={"cancel": cancel}, allowed_operation_types={OperationType.QUERY})
+                            context_value={"cancel": cancel, "ticket": ticket},
+                            allowed_operation_types={OperationType.QUERY})
     try:
         result = await watched(request, cancel, run)
     except (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError) as e:
         return _refused(str(e) or type(e).__name__)
+    finally:
+        ticket.release()
     return _json(process_result(result))
 
 

@@ -91,7 +91,11 @@ def build_schema(project: Project, timeout: float | None = None) -> strawberry.S
         cancel = _cancel_of(info)
         if cancel is not None:
             cancel.check()  # the client went away: the operation's remaining queries are not started
-        answer = project.run(query, timeout=timeout or None, cancel=cancel)
+        ticket = _ticket_of(info)  # the caller's roles' time, row and byte limits, where the router admitted it
+        if ticket is not None:
+            answer = project.run(query, timeout=ticket.timeout, cancel=cancel, limits=ticket.limits)
+        else:
+            answer = project.run(query, timeout=timeout or None, cancel=cancel)
         record(answer)
         return answer
 
@@ -231,6 +235,12 @@ class Selection:
                 item[attr] = {g: values[r] for g, values in grains.items()}
             out.append(item)
         return out
+
+
+def _ticket_of(info: strawberry.Info):
+    """The operation's admission (`context_value={"ticket": …}`): its roles' limits, if the router set them."""
+    context = info.context
+    return context.get("ticket") if isinstance(context, dict) else None
 
 
 def _cancel_of(info: strawberry.Info) -> Cancel | None:

@@ -206,6 +206,55 @@ def test_requests_per_minute_are_refused_with_retry_after(served):
     assert post(server, {"metrics": ["orders"]}, "ben", "burst").status_code == 200
 
 
+def _door(server, door: str, *who):
+    """One request at `door` asking for the orders total (or its tree), as `who`."""
+    url, headers = server.url, identity(*who)
+    if door == "sql":
+        return httpx.post(url + "/api/v1/sql", json={"sql": "SELECT MEASURE(orders) FROM orders"}, headers=headers,
+                          timeout=60)
+    if door == "graphql":
+        return httpx.post(url + "/graphql", json={"query": "{ query { orders } }"}, headers=headers, timeout=60)
+    return httpx.get(url + "/api/v1/tree", params={"root": "profit", "start": "2024-01-01", "end": "2024-01-31"},
+                     headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize("door", ["sql", "graphql", "explore"])
+def test_every_http_door_counts_requests_per_minute(served, door):
+    server, _ = served
+    codes = [_door(server, door, f"burst-{door}", "burst").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    r = _door(server, door, f"burst-{door}", "burst")
+    assert r.status_code == 429 and "3 requests in the last minute" in r.json()["error"]["message"], r.text
+    assert 55 <= int(r.headers["retry-after"]) <= 60
+
+
+@pytest.mark.parametrize("door", ["sql", "graphql"])
+def test_every_http_door_holds_answers_to_the_roles_row_limit(served, door):
+    server, _ = served
+    url, headers = server.url, identity("tia", "tiny")
+    if door == "sql":
+        r = httpx.post(url + "/api/v1/sql", json={"sql": "SELECT ordered_at__day, MEASURE(orders) FROM orders "
+                                                         "GROUP BY 1"}, headers=headers, timeout=60)
+        assert r.status_code == 400 and "more than 3 rows" in r.text, r.text
+    else:
+        r = httpx.post(url + "/graphql", json={"query": "{ query { orders metricTime { day } } }"}, headers=headers,
+                       timeout=60)
+        assert r.status_code == 200 and "more than 3 rows" in r.json()["errors"][0]["message"], r.text
+
+
+def test_a_roles_time_limit_holds_on_graphql_and_the_sql_door(served):
+    server, _ = served
+    headers = identity("hank", "hasty")
+    start = time.monotonic()
+    r = httpx.post(server.url + "/graphql", json={"query": "{ query { slowDistinctBuckets } }"}, headers=headers,
+                   timeout=60)
+    assert time.monotonic() - start < 6 and "1 s" in r.json()["errors"][0]["message"], r.text
+    start = time.monotonic()
+    r = httpx.post(server.url + "/api/v1/sql", json={"sql": "SELECT MEASURE(distinct_buckets) FROM slow_numbers"},
+                   headers=headers, timeout=60)
+    assert time.monotonic() - start < 6 and r.status_code == 504, r.text
+
+
 # ------------------------------------------------------------------------------------------------ the pg wire
 
 @pytest.fixture(scope="module")

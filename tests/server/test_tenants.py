@@ -278,6 +278,27 @@ def test_phloem_build_builds_every_tenant_or_one(tmp_path):
     assert time.monotonic() - start < 300
 
 
+def test_phloem_worker_builds_each_tenants_own_tables(tmp_path):
+    import subprocess
+    import sys
+
+    root = tenant_project(tmp_path / "shop", {"acme": TENANTS["acme"], "globex": TENANTS["globex"]})
+    run = subprocess.run([sys.executable, "-m", "server.cli", "worker", str(root), "--once"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    con = duckdb.connect(str(root / "data" / "shop.duckdb"), read_only=True)
+    try:
+        for tenant in ("acme", "globex"):  # each tenant's dataset and rollups, from its own raw orders
+            schema = ORDERS[tenant][0]
+            built = con.execute(f"select count(*), sum(gross_revenue) from phloem_{tenant}.orders").fetchone()
+            raw = con.execute(f"select count(*), sum(total) from {schema}.orders").fetchone()
+            assert built == raw, tenant
+            rollup = con.execute(f"select sum(orders__count) from phloem_{tenant}.orders_monthly").fetchone()
+            assert rollup[0] == raw[0], tenant
+    finally:
+        con.close()
+
+
 def test_pg_wire_statements_read_the_sessions_tenant(served, expected):
     """The pg door's frontend, as a session authenticated with a tenant runs it (SCRAM users map to tenants)."""
     from server.pgwire.frontend import Frontend
