@@ -100,7 +100,7 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
             variables = orjson.loads(params["variables"]) if params.get("variables") else None
         except orjson.JSONDecodeError:
             return _refused("`variables` is not JSON")
-        return await _execute(request, await live.schema_for(context_of(request)), params["query"], variables,
+        return await _execute(request, runtime, await live.schema_for(context_of(request)), params["query"], variables,
                               params.get("operationName"))
 
     @router.post(path, summary="Run a GraphQL operation: {query, variables?, operationName?}")
@@ -114,16 +114,16 @@ def graphql_router(runtime: Runtime, path: str = "") -> APIRouter:
         variables = body.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _refused("`variables` must be a JSON object")
-        return await _execute(request, await live.schema_for(context_of(request)), body["query"], variables,
+        return await _execute(request, runtime, await live.schema_for(context_of(request)), body["query"], variables,
                               body.get("operationName"))
 
     return router
 
 
-async def _execute(request: Request, schema: strawberry.Schema, query: str, variables: dict | None,
-                   operation: str | None) -> Response:
+async def _execute(request: Request, runtime: Runtime, schema: strawberry.Schema, query: str,
+                   variables: dict | None, operation: str | None) -> Response:
     cancel = Cancel()  # a client that disconnects cancels the operation's warehouse queries
-    ticket = request.app.state.runtime.admit(context_of(request))  # one operation: one of its roles' slots (429)
+    ticket = runtime.admit(context_of(request))  # one operation: one of its roles' slots (429)
     run = functools.partial(schema.execute_sync, query, variable_values=variables, operation_name=operation,
                             context_value={"cancel": cancel, "ticket": ticket},
                             allowed_operation_types={OperationType.QUERY})

@@ -109,7 +109,7 @@ def test_a_cancelled_request_starts_no_further_query(live):
     cancel()
     logged = len(project.query_log.entries())
     with pytest.raises(QueryCancelled):
-        explore.tree_values(_Cancellable(project, cancel), "revenue",
+        explore.tree_values(_Cancellable(project, cancel, live.app.state.runtime.admit(None)), "revenue",
                             explore.Period(dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
     assert len(project.query_log.entries()) == logged
 
