@@ -153,29 +153,26 @@ class Beside:
 
     def build_tenants(self, tenant: str | None = None, force: bool = False, progress=None) -> dict[str, BuildReport]:
         """As Tenants.build, by the server: every tenant's build (or one), reports by tenant ('' without tenants)."""
-        with self._request("POST", "/api/v1/admin/build", {"force": force, "tenant": tenant,
-                                                           "tenants": True}) as resp:
-            for line in resp:
-                item = json.loads(line)
-                if "progress" in item and progress:
-                    progress(*item["progress"])
-                elif "error" in item:
-                    raise PhloemError(item["error"]["message"])
-                elif "reports" in item:
-                    return {who: BuildReport(built=r["built"], fresh=r["fresh"], seconds=r["seconds"])
-                            for who, r in item["reports"].items()}
-        raise PhloemError(f"the server at {self.record.url} stopped before the build finished")
+        reports = self._build({"force": force, "tenant": tenant, "tenants": True}, "reports", progress)
+        return {who: _report(r) for who, r in reports.items()}
 
     def build(self, force: bool = False, progress=None) -> BuildReport:
         """The server re-reads the model and builds on its own connection; progress arrives line by line."""
-        with self._request("POST", "/api/v1/admin/build", {"force": force}) as resp:
+        return _report(self._build({"force": force}, "report", progress))
+
+    def _build(self, body: dict, answer: str, progress) -> dict:
+        """The admin build's last line (`answer`), passing progress lines on as they come."""
+        with self._request("POST", "/api/v1/admin/build", body) as resp:
             for line in resp:
                 item = json.loads(line)
                 if "progress" in item and progress:
                     progress(*item["progress"])
                 elif "error" in item:
                     raise PhloemError(item["error"]["message"])
-                elif "report" in item:
-                    r = item["report"]
-                    return BuildReport(built=r["built"], fresh=r["fresh"], seconds=r["seconds"])
+                elif answer in item:
+                    return item[answer]
         raise PhloemError(f"the server at {self.record.url} stopped before the build finished")
+
+
+def _report(r: dict) -> BuildReport:
+    return BuildReport(built=r["built"], fresh=r["fresh"], seconds=r["seconds"])

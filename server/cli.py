@@ -510,31 +510,29 @@ def _copy_raw(con: duckdb.DuckDBPyConnection, model) -> None:
 @contextmanager
 def _open(project: Path | None) -> Iterator[Project | Beside]:
     """The project opened here or, while `phloem serve` holds its DuckDB file, that server."""
-    model = load_project(find_project(project))
-    try:
-        p = Project(model)
-    except duckdb.Error as e:
-        yield Beside(_server_holding(model, e), model)
-        return
-    try:
+    with _opened(project, Project) as p:
         yield p
-    finally:
-        p.close()
 
 
 @contextmanager
 def _open_tenants(project: Path | None) -> Iterator[Tenants | Beside]:
     """Every tenant's project opened here or, while `phloem serve` holds the DuckDB file, that server."""
+    with _opened(project, Tenants) as tenants:
+        yield tenants
+
+
+@contextmanager
+def _opened(project: Path | None, kind):
     model = load_project(find_project(project))
     try:
-        tenants = Tenants(model)
+        opened = kind(model)
     except duckdb.Error as e:
         yield Beside(_server_holding(model, e), model)
         return
     try:
-        yield tenants
+        yield opened
     finally:
-        tenants.close()
+        opened.close()
 
 
 def _server_holding(model, error: duckdb.Error) -> ServerRecord:
