@@ -135,13 +135,14 @@ class Server:
     """`phloem serve` as a subprocess: REST on one port, the wire protocol on another."""
 
     def __init__(self, project_dir: Path, log: Path, timeout: float = 300, env: dict[str, str] | None = None,
-                 user: str = "bench", password: str | None = None):
+                 user: str = "bench", password: str | None = None, launcher: list[str] | None = None):
         """`env`: extra environment for the server (PHLOEM_PG_USERS, keys …); loopback clients need no password
-        unless it sets PHLOEM_PG_TRUST. `user`/`password`: how the wire clients log in."""
+        unless it sets PHLOEM_PG_TRUST. `user`/`password`: how the wire clients log in. `launcher`: what runs the CLI
+        (default `python -m server.cli`; bench/soak.py --trace: bench/serve_traced.py)."""
         self.http_port, self.pg_port = free_port(), free_port()
         self.user, self.password = user, password
         self.log_path = log
-        cmd = [sys.executable, "-m", "server.cli", "serve", str(project_dir), "--host", HOST, "--port",
+        cmd = [*(launcher or [sys.executable, "-m", "server.cli"]), "serve", str(project_dir), "--host", HOST, "--port",
                str(self.http_port), "--pg-port", str(self.pg_port), "--timeout", f"{timeout:g}"]
         base = {k: v for k, v in os.environ.items() if k != "PHLOEM_PG_USERS" and not k.startswith("PHLOEM_MAX_")}
         env = {**base, "PHLOEM_PG_TRUST": "loopback", "PYTHONPATH": str(ROOT), **(env or {})}

@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-user", default="bench", help="wire protocol user")
     parser.add_argument("--pg-password", help="wire protocol password")
     parser.add_argument("--out", help="JSON path (default bench/results/soak-<seconds>.json)")
+    parser.add_argument("--trace", help="run the server under bench/serve_traced.py, its samples to this JSONL file")
+    parser.add_argument("--trace-every", type=float, default=30.0, help="seconds between --trace samples")
+    parser.add_argument("--trace-frames", type=int, default=6, help="tracemalloc frames (0: caches and counts only)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or not 1 <= args.clients <= 500 or not 0 <= args.repeat <= 1:
         parser.error("--seconds must be positive, --clients from 1 to 500, --repeat from 0 to 1")
@@ -425,7 +428,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"generating {args.scale:,} orders …")
         create(project, scale=args.scale, seed=args.seed)
         console.print("starting the server …")
-        server = Server(project, Path(work) / "server.log", timeout=30, user=args.pg_user, password=args.pg_password)
+        traced = {}
+        if args.trace:
+            Path(args.trace).unlink(missing_ok=True)
+            traced = {"launcher": [sys.executable, str(HERE / "serve_traced.py")],
+                      "env": {"PHLOEM_TRACE_OUT": str(Path(args.trace).resolve()),
+                              "PHLOEM_TRACE_EVERY": f"{args.trace_every:g}",
+                              "PHLOEM_TRACE_FRAMES": str(args.trace_frames)}}
+        server = Server(project, Path(work) / "server.log", timeout=30, user=args.pg_user, password=args.pg_password,
+                        **traced)
         try:
             info["server"] = {"rss_mb_start": round(rss_mb(server.process.pid), 1)}
             soak = Soak(server, args, asyncio.run(column_values(server, soak_headers(args))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,32 @@ from semantic.project.querylog import QueryLog
 from semantic.query.compile import Compiled, Compiler
 from semantic.query.query import Query, make_query
 
-RESULT_BYTES = 256 * 2**20
+RESULT_BYTES = 128 * 2**20  # the result cache's budget of real memory (PHLOEM_RESULT_CACHE_MB overrides it)
 RESULT_TTL = 300.0
+# what a cached answer costs beyond its Arrow buffers (measured under bench/soak.py: ~6 KiB of DuckDB's Arrow export
+# per small table, the Table/ChunkedArray/Schema objects, the key's SQL (~1 KiB), the cache's links): charging only
+# `nbytes` (~5 KiB for a typical answer) let 256 MiB of budget hold ~1 GiB of answers, and RSS grow for minutes
+ENTRY_BYTES = 16 * 1024
+COLUMN_BYTES = 2 * 1024
+
+
+def answer_bytes(table: pa.Table) -> int:
+    """The memory a cached answer holds: its buffers plus the fixed cost of the objects around them."""
+    return table.nbytes + ENTRY_BYTES + COLUMN_BYTES * table.num_columns
+
+
+def result_budget() -> int:
+    """Bytes the result cache may hold: PHLOEM_RESULT_CACHE_MB (0 turns the cache off), else RESULT_BYTES."""
+    value = os.environ.get("PHLOEM_RESULT_CACHE_MB", "").strip()
+    if not value:
+        return RESULT_BYTES
+    try:
+        mb = float(value)
+    except ValueError:
+        raise ValueError(f"PHLOEM_RESULT_CACHE_MB must be a number of megabytes, not {value!r}") from None
+    if mb < 0:
+        raise ValueError("PHLOEM_RESULT_CACHE_MB must be 0 or more")
+    return int(mb * 2**20)
 FRESH_SECONDS = 2.0  # how long a "nothing is stale" check is trusted before the warehouse is asked again
 
 
@@ -47,7 +72,7 @@ class Project:
         self.compiler = Compiler(model, self.engine.dialect)
         self._fresh: TTLCache = TTLCache(maxsize=1, ttl=FRESH_SECONDS)
         # answers by model version, build generation and SQL: LRU within a byte budget, each kept RESULT_TTL s
-        self.results: TTLCache = TTLCache(maxsize=RESULT_BYTES, ttl=RESULT_TTL, getsizeof=lambda t: t.nbytes or 1)
+        self.results: TTLCache = TTLCache(maxsize=result_budget(), ttl=RESULT_TTL, getsizeof=answer_bytes)
         self.generation = 0  # bumped by every build that changed a table
         self._lock = threading.Lock()  # guards the caches above: cachetools is not thread-safe
         self._build_lock = threading.Lock()
@@ -217,7 +242,7 @@ class Project:
         table = self._read(compiled.sql, timeout, cancel, hold, limits)
         if isinstance(table, Reading):
             return Answer(None, compiled, cached=False, reading=table)
-        if use_cache:
+        if use_cache and answer_bytes(table) <= self.results.maxsize:  # larger than the budget: not kept
             with self._lock:
                 self.results[key] = table
         return Answer(table, compiled, cached=False)
