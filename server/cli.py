@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import re
@@ -267,6 +268,7 @@ def serve(project: Annotated[Path | None, typer.Argument(help="Project folder (d
     While it runs, the project's .phloem/server.json (mode 0600) tells the other commands where it is: run
     `phloem query`, `dataset`, `build`, `rollups` … in the project as usual and this server answers them.
     """
+    _few_malloc_arenas()
     from server.observability import logs
 
     try:
@@ -318,6 +320,17 @@ def _auth(host: str):
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     return auth
+
+
+def _few_malloc_arenas() -> None:
+    """glibc gives busy threads heaps of their own; a threaded server's freed memory then stays spread over them
+    and RSS creeps up. Two arenas, as MALLOC_ARENA_MAX=2 would (unless that is set), before any thread starts."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # musl and others have no mallopt: nothing to tune
+        pass
 
 
 def _serve(project: Path, demo: bool, host: str, port: int, timeout: float, scale: int, pg_port: int,
