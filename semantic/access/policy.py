@@ -149,14 +149,15 @@ class Policies:
         rows: dict[str, exp.Expression] = {}
         open_views: set[str] = set()  # an applying policy governs these without a condition: every row
         for p in applying:
+            bound = bind(self.conditions[p.name], context) if p.name in self.conditions else None
             for view in p.views if p.views is not None else self.graph.views:
                 if view in open_views:
                     continue
-                if p.name not in self.conditions:
+                if bound is None:
                     open_views.add(view)
                     rows.pop(view, None)
                     continue
-                cond = bind(self.conditions[p.name], context)
+                cond = bound.copy()  # each view's tree is its own: OR-ing must not share nodes
                 rows[view] = exp.or_(rows[view], cond) if view in rows else cond
         metrics, members = self._members(applying)
         digest = hashlib.sha256(repr((sorted((v, c.sql()) for v, c in rows.items()),

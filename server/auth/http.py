@@ -16,6 +16,7 @@ from semantic.errors import Unauthenticated
 from server.auth.authenticator import Authenticator
 from server.auth.tokens import KeysUnavailable
 from server.errors import body, json_response, status_of
+from server.identity import context_of
 
 # answered without credentials: probes, and pages and assets that hold no data (a trailing * is a prefix)
 OPEN = ("/healthz", "/readyz", "/", "/docs", "/docs/assets/*", "/openapi.json", "/explorer/*", "/graphql/assets/*")
@@ -81,11 +82,6 @@ class Authenticate:
         challenge = 'Bearer realm="phloem"' + (', error="invalid_token"' if invalid else "")
         response = json_response(content, status, headers={"WWW-Authenticate": challenge} if status == 401 else None)
         await response(scope, receive, send)
-
-
-def context_of(request: Request) -> SecurityContext:
-    """The security context the middleware set for this request."""
-    return request.state.context
 
 
 def require_admin(request: Request) -> None:

@@ -78,6 +78,17 @@ class Served:
         return psycopg.connect(host="127.0.0.1", port=self.pg_port, dbname=self.name, user="analyst",
                                autocommit=True, connect_timeout=10)
 
+    def __enter__(self) -> Served:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -89,12 +100,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(twin_shops, tmp_path_factory):
-    server = Served(twin_shops[1], tmp_path_factory.mktemp("serve_pg"))
-    try:
-        server.wait_ready()
+    with Served(twin_shops[1], tmp_path_factory.mktemp("serve_pg")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -81,12 +81,8 @@ def served(tmp_path_factory, postgres_project):
     root = tmp_path_factory.mktemp("outage") / "shop"
     create(root, scale=500)
     postgres_project(root)
-    server = Served(root, tmp_path_factory.mktemp("serve_outage"))
-    try:
-        server.wait_ready()
+    with Served(root, tmp_path_factory.mktemp("serve_outage")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
